@@ -1,0 +1,544 @@
+"""The only code that writes dataset metadata: the snapshot log and the view.
+
+Protocol (details and failure cases in ``docs/format.md``):
+
+1. A writer reads the latest state: the view ``<uuid>.by-dataset-metadata.json``
+   says version N; one probe of ``<uuid>/_ktk/log/<N+1>.json`` confirms nothing
+   newer exists (or rolls forward past a view that lags behind the log).
+2. It builds the next state from that base (index files are written under
+   fresh keys first) and creates log entry N+1 with put-if-absent.  That
+   write is the linearisation point: exactly one writer wins version N+1.
+3. A loser re-reads, checks whether the winner touched what it depends on
+   (``CommitConflictError``), rebases, and retries with backoff.
+4. The winner rewrites the view (and ``_common_metadata`` when the schema
+   changed), then re-checks the log so a slower writer's stale view is
+   always replaced by the newest one.
+
+Log entries hold the full state, so any version is one read away.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pyarrow as pa
+
+from .errors import (
+    CommitConflictError,
+    CorruptMetadataError,
+    DatasetExistsError,
+    DatasetNotFoundError,
+    InvalidArgumentError,
+    KtkError,
+)
+from .spec import index as spec_index
+from .spec import keys
+from .spec.metadata import CommitInfo, DatasetMetadata, FileEntry
+from .spec.schema import common_metadata_bytes, schema_from_common_metadata
+from .storage import Store
+
+WRITER_ID = uuidlib.uuid4().hex[:12]
+MAX_ATTEMPTS = 40
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One committed version of a dataset."""
+
+    version: int
+    timestamp: datetime
+    operation: str
+    files_added: int
+    files_removed: int
+    rows_added: int | None
+
+    @classmethod
+    def of(cls, info: CommitInfo) -> Snapshot:
+        return cls(
+            info.version,
+            info.timestamp,
+            info.operation,
+            info.files_added,
+            info.files_removed,
+            info.rows_added,
+        )
+
+
+# -- reading --------------------------------------------------------------------
+
+
+def _parse(raw: bytes, source: str) -> DatasetMetadata:
+    return DatasetMetadata.from_json(raw, source=source)
+
+
+def load_view(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
+    """The view as stored (JSON, else msgpack), without consulting the log."""
+    raw = store.get_or_none(keys.metadata_key(dataset_uuid))
+    if raw is not None:
+        return _parse(raw, keys.metadata_key(dataset_uuid))
+    raw = store.get_or_none(keys.msgpack_metadata_key(dataset_uuid))
+    if raw is not None:
+        return DatasetMetadata.from_msgpack(raw, source=keys.msgpack_metadata_key(dataset_uuid))
+    return None
+
+
+def load_latest(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
+    """The newest committed state, or ``None`` if the dataset does not exist.
+
+    Two reads in the common case: the view, and the probe for the next log entry.
+    """
+    keys.validate_uuid(dataset_uuid)
+    view = load_view(store, dataset_uuid)
+    if view is None:
+        return _load_from_log_only(store, dataset_uuid)
+    if not view.managed:
+        nxt = store.get_or_none(keys.log_key(dataset_uuid, 1))
+        if nxt is None:
+            return _with_schema(store, view)
+        _check_foreign_write(store, dataset_uuid, view)
+        return _roll_forward(store, dataset_uuid, _parse(nxt, keys.log_key(dataset_uuid, 1)))
+    return _roll_forward(store, dataset_uuid, view)
+
+
+def _roll_forward(store: Store, dataset_uuid: str, meta: DatasetMetadata) -> DatasetMetadata:
+    while True:
+        key = keys.log_key(dataset_uuid, meta.version + 1)
+        raw = store.get_or_none(key)
+        if raw is None:
+            return _with_schema(store, meta)
+        meta = _parse(raw, key)
+
+
+def _load_from_log_only(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
+    """A dataset whose creator died between its log entry and its view."""
+    versions = log_versions(store, dataset_uuid)
+    if not versions:
+        return None
+    key = keys.log_key(dataset_uuid, versions[-1])
+    return _roll_forward(store, dataset_uuid, _parse(store.get(key), key))
+
+
+def _with_schema(store: Store, meta: DatasetMetadata) -> DatasetMetadata:
+    """Datasets written by plateau carry no schema in their metadata: read ``_common_metadata``."""
+    if meta.schema is not None:
+        return meta
+    key = keys.common_metadata_key(meta.uuid, meta.table)
+    raw = store.get_or_none(key)
+    if raw is None:
+        if meta.files:
+            raise CorruptMetadataError(
+                f"dataset {meta.uuid!r} has data files but no schema file {key!r}"
+            )
+        return meta
+    return replace(meta, schema=schema_from_common_metadata(raw, source=key))
+
+
+def _check_foreign_write(store: Store, dataset_uuid: str, view: DatasetMetadata) -> None:
+    """A view without our extension while our log exists: plateau rewrote it, or we crashed."""
+    raw0 = store.get_or_none(keys.log_key(dataset_uuid, 0))
+    if raw0 is not None:
+        origin = _parse(raw0, keys.log_key(dataset_uuid, 0))
+        if dict(origin.files) == dict(view.files) and dict(origin.indices) == dict(view.indices):
+            return  # our first commit died before it rewrote the view
+    raise CorruptMetadataError(
+        f"dataset {dataset_uuid!r} was changed by a writer that does not know ktk-arrow's "
+        "snapshot log (plateau/kartothek) after ktk-arrow had committed to it; its latest "
+        "state is ambiguous. Inspect it with ka.history() and adopt the plateau state with "
+        "ktk_arrow.commit.adopt_view(store, uuid), or restore a version with ka.dataset(version=N)"
+    )
+
+
+def log_versions(store: Store, dataset_uuid: str) -> list[int]:
+    prefix = f"{dataset_uuid}/{keys.LOG_DIR}"
+    versions = []
+    for info in store.list(prefix):
+        name = info.key.rsplit("/", 1)[-1]
+        if name.endswith(".json") and name[:-5].isdigit():
+            versions.append(int(name[:-5]))
+    return sorted(versions)
+
+
+def load_version(store: Store, dataset_uuid: str, version: int) -> DatasetMetadata:
+    """The state as of snapshot ``version``: one read."""
+    keys.validate_uuid(dataset_uuid)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise InvalidArgumentError(f"version must be a non-negative int, got {version!r}")
+    raw = store.get_or_none(keys.log_key(dataset_uuid, version))
+    if raw is None:
+        latest = load_latest(store, dataset_uuid)
+        if latest is None:
+            raise DatasetNotFoundError(f"dataset {dataset_uuid!r} does not exist in {store.url!r}")
+        if latest.version == version:
+            return latest
+        raise DatasetNotFoundError(
+            f"dataset {dataset_uuid!r} has no version {version} (latest is {latest.version}; "
+            "it may have been expired); ka.history() lists the versions kept"
+        )
+    return _with_schema(store, _parse(raw, keys.log_key(dataset_uuid, version)))
+
+
+def load_as_of(store: Store, dataset_uuid: str, as_of: datetime) -> DatasetMetadata:
+    """The newest state committed at or before ``as_of``."""
+    if not isinstance(as_of, datetime):
+        raise InvalidArgumentError(f"as_of must be a datetime, got {as_of!r}")
+    if as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=timezone.utc)
+    latest = load_latest(store, dataset_uuid)
+    if latest is None:
+        raise DatasetNotFoundError(f"dataset {dataset_uuid!r} does not exist in {store.url!r}")
+    if latest.commit.timestamp <= as_of:
+        return latest
+    versions = log_versions(store, dataset_uuid)
+    # commit timestamps strictly increase with the version, so bisect
+    lo, hi, best = 0, len(versions) - 1, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        meta = load_version(store, dataset_uuid, versions[mid])
+        if meta.commit.timestamp <= as_of:
+            best, lo = meta, mid + 1
+        else:
+            hi = mid - 1
+    if best is None:
+        raise DatasetNotFoundError(
+            f"dataset {dataset_uuid!r} has no version committed at or before {as_of.isoformat()}"
+        )
+    return best
+
+
+def load(
+    store: Store,
+    dataset_uuid: str,
+    *,
+    version: int | None = None,
+    as_of: datetime | None = None,
+) -> DatasetMetadata:
+    """The requested state of a dataset; ``DatasetNotFoundError`` if there is none."""
+    keys.validate_uuid(dataset_uuid)
+    if version is not None and as_of is not None:
+        raise InvalidArgumentError("pass either version= or as_of=, not both")
+    if version is not None:
+        return load_version(store, dataset_uuid, version)
+    if as_of is not None:
+        return load_as_of(store, dataset_uuid, as_of)
+    meta = load_latest(store, dataset_uuid)
+    if meta is None:
+        raise DatasetNotFoundError(
+            f"dataset {dataset_uuid!r} does not exist in {store.url!r}; check the uuid and store"
+        )
+    return meta
+
+
+def history(store: Store, dataset_uuid: str) -> list[Snapshot]:
+    """Every retained snapshot, oldest first."""
+    latest = load(store, dataset_uuid)
+    versions = log_versions(store, dataset_uuid)
+    if not versions:
+        return [Snapshot.of(latest.commit)]
+
+    def read(v: int) -> Snapshot:
+        key = keys.log_key(dataset_uuid, v)
+        return Snapshot.of(_parse(store.get(key), key).commit)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        snaps = list(pool.map(read, versions))
+    return [s for s in snaps if s.version <= latest.version]
+
+
+# -- writing --------------------------------------------------------------------
+
+
+@dataclass
+class Change:
+    """What a writer wants to commit; resolved against the newest state at commit time."""
+
+    operation: str
+    add: Sequence[FileEntry] = ()
+    #: labels to remove, computed from the state the commit is applied to
+    remove: Callable[[DatasetMetadata], Collection[str]] | None = None
+    #: index values of the added files: column -> value -> labels
+    index_delta: Mapping[str, spec_index.IndexMap] = field(default_factory=dict)
+    #: complete new indices (index builds), valid only for the files of ``read_version``
+    index_full: Mapping[str, spec_index.IndexMap] = field(default_factory=dict)
+    schema: pa.Schema | None = None
+    partition_keys: Sequence[str] | None = None
+    user_metadata: Mapping[str, Any] | None = None
+    create: bool = False
+    #: the version the writer read; None for a blind append
+    read_version: int | None = None
+    #: labels this change depends on; a concurrent change to them is a conflict
+    depends_on: Callable[[DatasetMetadata], Collection[str]] | None = None
+
+
+def commit(store: Store, dataset_uuid: str, change: Change) -> Snapshot:
+    """Commit ``change`` as the next snapshot, retrying on concurrent appends."""
+    keys.validate_uuid(dataset_uuid)
+    read_state: DatasetMetadata | None = None
+    if change.read_version is not None and change.depends_on is not None:
+        read_state = load_version(store, dataset_uuid, change.read_version)
+    delay = 0.005
+    for _attempt in range(MAX_ATTEMPTS):
+        base = load_latest(store, dataset_uuid)
+        _check_preconditions(dataset_uuid, base, change, read_state, store)
+        new = _apply(store, dataset_uuid, base, change)
+        if base is not None and not base.managed:
+            # adopt a plateau-written dataset: its current view becomes version 0
+            store.put_if_absent(keys.log_key(dataset_uuid, 0), base.to_json())
+        if store.put_if_absent(keys.log_key(dataset_uuid, new.version), new.to_json()):
+            _publish(store, dataset_uuid, new, base)
+            return Snapshot.of(new.commit)
+        _discard_index_files(store, base, new)
+        time.sleep(delay * (1 + random.random()))
+        delay = min(delay * 2, 0.5)
+    raise CommitConflictError(
+        f"gave up committing {change.operation!r} to dataset {dataset_uuid!r} after "
+        f"{MAX_ATTEMPTS} attempts: other writers keep winning; retry later"
+    )
+
+
+def _check_preconditions(
+    dataset_uuid: str,
+    base: DatasetMetadata | None,
+    change: Change,
+    read_state: DatasetMetadata | None,
+    store: Store,
+) -> None:
+    if change.create and base is not None:
+        raise DatasetExistsError(
+            f"dataset {dataset_uuid!r} already exists in {store.url!r}; use mode='append' "
+            "or mode='overwrite', or pick another dataset_uuid"
+        )
+    if not change.create and base is None:
+        raise DatasetNotFoundError(
+            f"dataset {dataset_uuid!r} does not exist in {store.url!r}; create it first"
+        )
+    if change.read_version is not None and base is not None and base.version != change.read_version:
+        if change.depends_on is None or read_state is None:
+            raise CommitConflictError(
+                f"dataset {dataset_uuid!r} changed from version {change.read_version} to "
+                f"{base.version} while {change.operation!r} was running; nothing was committed, "
+                "retry the operation"
+            )
+        before = set(change.depends_on(read_state))
+        now = set(change.depends_on(base))
+        if before != now:
+            raise CommitConflictError(
+                f"a concurrent commit (version {base.version}) changed files that "
+                f"{change.operation!r} on dataset {dataset_uuid!r} depends on "
+                f"({len(before ^ now)} files differ); nothing was committed, retry the operation"
+            )
+        if change.schema is not None and base.schema is not None and not change.create:
+            if not change.schema.equals(base.schema) and change.remove is None:
+                raise CommitConflictError(
+                    f"the schema of dataset {dataset_uuid!r} changed concurrently; retry"
+                )
+
+
+def _apply(
+    store: Store, dataset_uuid: str, base: DatasetMetadata | None, change: Change
+) -> DatasetMetadata:
+    now = datetime.now(timezone.utc)
+    if base is None:
+        if change.schema is None:
+            raise InvalidArgumentError("creating a dataset needs a schema")
+        base = DatasetMetadata(
+            uuid=dataset_uuid,
+            partition_keys=tuple(change.partition_keys or ()),
+            user_metadata={"creation_time": now.isoformat()},
+            commit=CommitInfo(-1, datetime(1970, 1, 1, tzinfo=timezone.utc), "none"),
+            schema=change.schema,
+        )
+    if base.commit.timestamp >= now:  # keep timestamps strictly increasing for as_of
+        now = base.commit.timestamp + timedelta(microseconds=1)
+    removed = set(change.remove(base)) if change.remove is not None else set()
+    files = {label: entry for label, entry in base.files.items() if label not in removed}
+    clash = [e.label for e in change.add if e.label in files]
+    if clash:
+        raise CorruptMetadataError(f"file labels {clash[:3]} already exist in {dataset_uuid!r}")
+    for entry in change.add:
+        files[entry.label] = entry
+    indices = _new_indices(store, dataset_uuid, base, change, removed, files, now)
+    user_metadata = dict(base.user_metadata)
+    if change.user_metadata:
+        user_metadata.update(change.user_metadata)
+    partition_keys = base.partition_keys
+    schema = base.schema
+    if change.schema is not None and (not base.files or removed == set(base.files)):
+        schema = change.schema
+        if change.partition_keys is not None:
+            partition_keys = tuple(change.partition_keys)
+    rows = [e.rows for e in change.add]
+    info = CommitInfo(
+        version=base.version + 1,
+        timestamp=now,
+        operation=change.operation,
+        files_added=len(change.add),
+        files_removed=len(removed),
+        rows_added=None if any(r is None for r in rows) else sum(r or 0 for r in rows),
+        writer=f"{WRITER_ID}:{os.getpid()}",
+    )
+    return DatasetMetadata(
+        uuid=dataset_uuid,
+        partition_keys=partition_keys,
+        files=files,
+        indices=indices,
+        user_metadata=user_metadata,
+        table=base.table,
+        schema=schema,
+        commit=info,
+        managed=True,
+    )
+
+
+def _new_indices(
+    store: Store,
+    dataset_uuid: str,
+    base: DatasetMetadata,
+    change: Change,
+    removed: set[str],
+    files: Mapping[str, FileEntry],
+    now: datetime,
+) -> dict[str, str | Mapping[Any, list[str]]]:
+    """Write the index files this commit needs and return the new ``indices`` mapping."""
+    out: dict[str, str | Mapping[Any, list[str]]] = dict(base.indices)
+    columns = set(base.indices) | set(change.index_delta) | set(change.index_full)
+    if not files:
+        return {}
+    schema = change.schema if change.schema is not None else base.schema
+    for column in sorted(columns):
+        if column in change.index_full:
+            if change.read_version is not None and change.read_version != base.version:
+                raise CommitConflictError(
+                    f"dataset {dataset_uuid!r} changed while the index on {column!r} was built"
+                )
+            merged = change.index_full[column]
+        else:
+            delta = change.index_delta.get(column, {})
+            if not removed and not delta:
+                continue
+            if column in base.indices and (not removed or removed != set(base.files)):
+                current = read_index(store, base, column)
+            else:
+                current = {}
+            if column not in change.index_delta and change.add:
+                # new files were written without this index: it would silently miss them
+                raise InvalidArgumentError(
+                    f"dataset {dataset_uuid!r} has a secondary index on {column!r}; "
+                    "the new data must be indexed on it too"
+                )
+            merged = spec_index.merge(spec_index.remove_labels(current, removed), delta)
+        merged = {v: labels & set(files) for v, labels in merged.items()}
+        merged = {v: labels for v, labels in merged.items() if labels}
+        value_type = schema.field(column).type if schema is not None else pa.string()
+        key = keys.index_key(dataset_uuid, column, now, uuidlib.uuid4().hex[:8])
+        store.put(key, spec_index.to_parquet(column, value_type, merged))
+        out[column] = key
+    return out
+
+
+def read_index(store: Store, meta: DatasetMetadata, column: str) -> spec_index.IndexMap:
+    """The secondary index of ``column`` in state ``meta``."""
+    ref = meta.indices.get(column)
+    if ref is None:
+        raise InvalidArgumentError(f"dataset {meta.uuid!r} has no secondary index on {column!r}")
+    value_type = meta.schema.field(column).type if meta.schema is not None else None
+    if isinstance(ref, str):
+        return spec_index.from_parquet(column, store.get(ref), value_type)
+    return spec_index.from_embedded(ref, value_type or pa.string())
+
+
+def _discard_index_files(store: Store, base: DatasetMetadata | None, lost: DatasetMetadata) -> None:
+    """Index files written for a commit that lost the race are garbage: drop them now."""
+    old = set(base.indices.values()) if base is not None else set()
+    store.delete_many(
+        [ref for ref in lost.indices.values() if isinstance(ref, str) and ref not in old]
+    )
+
+
+def _publish(
+    store: Store, dataset_uuid: str, new: DatasetMetadata, base: DatasetMetadata | None
+) -> None:
+    """Rewrite the view after a won commit, and keep it from regressing."""
+    try:
+        current = new
+        while True:
+            if current.schema is not None and (
+                base is None or base.schema is None or not current.schema.equals(base.schema)
+            ):
+                store.put(
+                    keys.common_metadata_key(dataset_uuid, current.table),
+                    common_metadata_bytes(current.schema, current.partition_keys),
+                )
+            store.put(keys.metadata_key(dataset_uuid), current.to_json())
+            key = keys.log_key(dataset_uuid, current.version + 1)
+            raw = store.get_or_none(key)
+            if raw is None:
+                return
+            base = current
+            current = _parse(raw, key)
+    except KtkError:
+        # the commit is in; a lagging view is repaired by the next reader or writer
+        return
+    except OSError:
+        return
+
+
+def delete_dataset(store: Store, dataset_uuid: str) -> None:
+    """Remove a dataset: first the views (readers stop seeing it), then every object."""
+    keys.validate_uuid(dataset_uuid)
+    if load_latest(store, dataset_uuid) is None:
+        raise DatasetNotFoundError(f"dataset {dataset_uuid!r} does not exist in {store.url!r}")
+    store.delete(keys.metadata_key(dataset_uuid))
+    store.delete(keys.msgpack_metadata_key(dataset_uuid))
+    # the log next, so a crash part-way cannot bring the dataset back from it
+    store.delete_many([info.key for info in store.list(f"{dataset_uuid}/{keys.LOG_DIR}")])
+    store.delete_many([info.key for info in store.list(f"{dataset_uuid}/")])
+
+
+DEFAULT_GC_GRACE = timedelta(hours=1)
+
+
+def referenced_keys(meta: DatasetMetadata) -> set[str]:
+    """Every object a snapshot needs."""
+    out = {e.key for e in meta.files.values()}
+    out |= {ref for ref in meta.indices.values() if isinstance(ref, str)}
+    return out
+
+
+def garbage_collect(
+    store: Store,
+    dataset_uuid: str,
+    *,
+    grace_period: timedelta = DEFAULT_GC_GRACE,
+    now: datetime | None = None,
+) -> list[str]:
+    """Delete data and index files that no retained snapshot references.
+
+    Files younger than ``grace_period`` are kept even if unreferenced: they may
+    belong to a commit still in flight.  Returns the deleted keys.
+    """
+    if grace_period < timedelta(0):
+        raise InvalidArgumentError(f"grace_period must not be negative, got {grace_period!r}")
+    latest = load(store, dataset_uuid)
+    live = referenced_keys(latest)
+    for version in log_versions(store, dataset_uuid):
+        if version != latest.version:
+            live |= referenced_keys(load_version(store, dataset_uuid, version))
+    cutoff = (now or datetime.now(timezone.utc)) - grace_period
+    doomed = []
+    for prefix in (f"{dataset_uuid}/{latest.table}/", f"{dataset_uuid}/indices/"):
+        for info in store.list(prefix):
+            if info.key in live or info.key.endswith(keys.COMMON_METADATA):
+                continue
+            if info.mtime is not None and info.mtime > cutoff:
+                continue
+            doomed.append(info.key)
+    store.delete_many(doomed)
+    return doomed

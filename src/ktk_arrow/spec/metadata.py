@@ -1,0 +1,250 @@
+"""The dataset metadata file (kartothek v4), plus our extension key.
+
+The JSON that plateau/kartothek read::
+
+    {"dataset_metadata_version": 4, "dataset_uuid": ..., "metadata": {...},
+     "partitions": {label: {"files": {"table": key}}}, "partition_keys": [...],
+     "indices": {col: index_key}}
+
+Everything ktk-arrow adds lives under the single top-level key ``"ktk_arrow"``
+(plateau ignores unknown keys): the snapshot number and its commit record,
+per-file byte size and row count, and the schema, so that planning a read
+needs no further object.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]
+import pyarrow as pa
+import zstandard
+
+from ..errors import CorruptMetadataError
+from . import keys
+
+EXTENSION_KEY = "ktk_arrow"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One kartothek "partition": a single parquet file and what we know of it."""
+
+    label: str
+    key: str
+    size: int | None = None
+    rows: int | None = None
+
+    @property
+    def partition_dir(self) -> str:
+        return self.label.rsplit("/", 1)[0] if "/" in self.label else ""
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """What a snapshot records about the commit that made it."""
+
+    version: int
+    timestamp: datetime
+    operation: str
+    files_added: int = 0
+    files_removed: int = 0
+    rows_added: int | None = None
+    writer: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "timestamp": self.timestamp.isoformat(),
+            "operation": self.operation,
+            "files_added": self.files_added,
+            "files_removed": self.files_removed,
+            "rows_added": self.rows_added,
+            "writer": self.writer,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CommitInfo:
+        stamp = datetime.fromisoformat(str(data["timestamp"]))
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=timezone.utc)
+        return cls(
+            version=int(data["version"]),
+            timestamp=stamp,
+            operation=str(data["operation"]),
+            files_added=int(data.get("files_added", 0)),
+            files_removed=int(data.get("files_removed", 0)),
+            rows_added=None if data.get("rows_added") is None else int(data["rows_added"]),
+            writer=str(data.get("writer", "")),
+        )
+
+
+def _epoch() -> datetime:
+    return datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class DatasetMetadata:
+    """Parsed dataset metadata: the kartothek view and our extension together."""
+
+    uuid: str
+    partition_keys: tuple[str, ...] = ()
+    files: Mapping[str, FileEntry] = field(default_factory=dict)
+    indices: Mapping[str, str | Mapping[Any, list[str]]] = field(default_factory=dict)
+    user_metadata: Mapping[str, Any] = field(default_factory=dict)
+    table: str = keys.TABLE
+    schema: pa.Schema | None = None
+    commit: CommitInfo = field(default_factory=lambda: CommitInfo(0, _epoch(), "external"))
+    managed: bool = False  # True once ktk-arrow's log governs the dataset
+
+    @property
+    def version(self) -> int:
+        return self.commit.version
+
+    @property
+    def partitions(self) -> Mapping[str, FileEntry]:
+        """kartothek's name for the files (each file is a "partition" there)."""
+        return self.files
+
+    @property
+    def total_rows(self) -> int | None:
+        rows = [f.rows for f in self.files.values()]
+        return None if any(r is None for r in rows) else sum(r for r in rows if r is not None)
+
+    def partition_values(self, label: str) -> dict[str, Any]:
+        """The typed partition values of one file."""
+        pairs, _ = keys.parse_label(label)
+        out = {}
+        for column, raw in pairs:
+            arrow_type = (
+                self.schema.field(column).type
+                if self.schema is not None and column in self.schema.names
+                else pa.string()
+            )
+            out[column] = keys.string_to_value(raw, arrow_type)
+        return out
+
+    def with_changes(self, **changes: Any) -> DatasetMetadata:
+        return replace(self, **changes)
+
+    # -- serialisation ------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "dataset_metadata_version": 4,
+            "dataset_uuid": self.uuid,
+            "metadata": dict(self.user_metadata),
+            "partitions": {
+                label: {"files": {self.table: entry.key}} for label, entry in self.files.items()
+            },
+            "partition_keys": list(self.partition_keys),
+            "indices": {col: _index_ref_to_json(ref) for col, ref in self.indices.items()},
+        }
+        ext: dict[str, Any] = {
+            "format": FORMAT_VERSION,
+            "commit": self.commit.to_json(),
+            "files": {label: [e.size, e.rows] for label, e in self.files.items()},
+        }
+        if self.schema is not None:
+            ext["schema"] = base64.b64encode(self.schema.serialize().to_pybytes()).decode()
+        out[EXTENSION_KEY] = ext
+        return out
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "metadata") -> DatasetMetadata:
+        try:
+            version = data["dataset_metadata_version"]
+            uuid = data["dataset_uuid"]
+        except (KeyError, TypeError) as exc:
+            raise CorruptMetadataError(
+                f"{source} is not kartothek dataset metadata: missing key {exc}"
+            ) from exc
+        if version != 4:
+            raise CorruptMetadataError(
+                f"{source} has dataset_metadata_version {version!r}; only version 4 is supported"
+            )
+        if "partitions" not in data:
+            raise CorruptMetadataError(
+                f"{source} has no explicit 'partitions'; rewrite it with plateau >= 4 first"
+            )
+        ext = data.get(EXTENSION_KEY) or {}
+        sizes: Mapping[str, list[Any]] = ext.get("files", {})
+        files: dict[str, FileEntry] = {}
+        table = keys.TABLE
+        for label, part in data["partitions"].items():
+            part_files = part.get("files", {}) if isinstance(part, Mapping) else {}
+            if len(part_files) != 1:
+                raise CorruptMetadataError(
+                    f"{source}: partition {label!r} has tables {sorted(part_files)}; only "
+                    "single-table datasets (kartothek v4 / plateau) are supported"
+                )
+            ((table, key),) = part_files.items()
+            size, rows = (sizes.get(label) or [None, None])[:2]
+            files[label] = FileEntry(label, key, size, rows)
+        schema = None
+        if "schema" in ext:
+            schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(ext["schema"])))
+        partition_keys = data.get("partition_keys")
+        if partition_keys is None:
+            partition_keys = _partition_keys_from_labels(files)
+        return cls(
+            uuid=uuid,
+            partition_keys=tuple(partition_keys),
+            files=files,
+            indices=dict(data.get("indices") or {}),
+            user_metadata=dict(data.get("metadata") or {}),
+            table=table,
+            schema=schema,
+            commit=CommitInfo.from_json(ext["commit"])
+            if "commit" in ext
+            else CommitInfo(0, _creation_time(data), "external"),
+            managed=bool(ext),
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes, *, source: str = "metadata") -> DatasetMetadata:
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise CorruptMetadataError(f"{source} is not valid JSON: {exc}") from exc
+        return cls.from_dict(data, source=source)
+
+    @classmethod
+    def from_msgpack(cls, raw: bytes, *, source: str = "metadata") -> DatasetMetadata:
+        try:
+            data = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(raw), raw=False)
+        except Exception as exc:
+            raise CorruptMetadataError(f"{source} is not valid msgpack.zstd: {exc}") from exc
+        return cls.from_dict(data, source=source)
+
+
+def _index_ref_to_json(ref: str | Mapping[Any, list[str]]) -> Any:
+    if isinstance(ref, str):
+        return ref
+    return {str(k): list(v) for k, v in ref.items()}
+
+
+def _creation_time(data: Mapping[str, Any]) -> datetime:
+    raw = (data.get("metadata") or {}).get("creation_time")
+    if isinstance(raw, str):
+        try:
+            stamp = datetime.fromisoformat(raw)
+            return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+        except ValueError:
+            pass
+    return _epoch()
+
+
+def _partition_keys_from_labels(files: Mapping[str, FileEntry]) -> list[str]:
+    for label in files:
+        pairs, _ = keys.parse_label(label)
+        return [col for col, _ in pairs]
+    return []

@@ -1,0 +1,214 @@
+"""Dataset schema: normalisation, ``_common_metadata``, compatibility checks.
+
+Two views of one schema are kept:
+
+* the *dataset schema* (stored in our metadata extension): the user's column
+  order, kartothek's type normalisation (signed ints -> int64, unsigned ->
+  uint64, floats -> float64), categoricals kept as dictionaries, timestamps
+  in microseconds (or nanoseconds when the user opts in);
+* ``_common_metadata``: the same schema as plateau would derive it (partition
+  keys first, then columns sorted by name, dictionaries decoded, pandas
+  metadata attached), so plateau accepts appends to our datasets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import CorruptMetadataError, InvalidArgumentError, SchemaMismatchError
+
+TimestampUnit = Literal["us", "ns"]
+
+
+def normalize_type(t: pa.DataType, unit: TimestampUnit = "us") -> pa.DataType:
+    """kartothek's type normalisation, plus our timestamp unit."""
+    if pa.types.is_signed_integer(t):
+        return pa.int64()
+    if pa.types.is_unsigned_integer(t):
+        return pa.uint64()
+    if pa.types.is_floating(t):
+        return pa.float64()
+    if pa.types.is_timestamp(t):
+        return pa.timestamp(unit, tz=t.tz)
+    if pa.types.is_dictionary(t):
+        return pa.dictionary(pa.int32(), normalize_type(t.value_type, unit))
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pa.list_(normalize_type(t.value_type, unit))
+    if pa.types.is_duration(t) or pa.types.is_time(t) or pa.types.is_date(t):
+        return t
+    return t
+
+
+def normalize_schema(schema: pa.Schema, unit: TimestampUnit = "us") -> pa.Schema:
+    """The dataset schema for data of ``schema`` (metadata kept as given)."""
+    check_column_names(schema.names)
+    fields = [pa.field(f.name, normalize_type(f.type, unit), nullable=True) for f in schema]
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+def check_column_names(names: Sequence[object]) -> None:
+    seen: set[object] = set()
+    dupes = sorted({str(n) for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+    if dupes:
+        raise InvalidArgumentError(
+            f"duplicate column names {dupes}; rename the columns so each appears once"
+        )
+    bad = [n for n in names if not isinstance(n, str) or not n]
+    if bad:
+        raise InvalidArgumentError(
+            f"column names must be non-empty strings, got {bad!r}; rename these columns"
+        )
+
+
+def decoded(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with dictionary types replaced by their value types."""
+    return pa.schema(
+        [
+            pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+            for f in schema
+        ],
+        metadata=schema.metadata,
+    )
+
+
+def data_schema(schema: pa.Schema, partition_keys: Sequence[str]) -> pa.Schema:
+    """The schema of a data file: the dataset schema without partition columns."""
+    return pa.schema([f for f in schema if f.name not in partition_keys])
+
+
+def common_metadata_schema(schema: pa.Schema, partition_keys: Sequence[str]) -> pa.Schema:
+    """``_common_metadata`` content as plateau would write it for this dataset."""
+    plain = decoded(schema)
+    by_name = {f.name: f for f in plain}
+    order = list(partition_keys) + sorted(n for n in plain.names if n not in partition_keys)
+    fields = [by_name[n] for n in order]
+    empty = pa.schema(fields).empty_table()
+    pandas_md = pa.Table.from_pandas(empty.to_pandas(), preserve_index=False).schema.metadata
+    return pa.schema(fields, metadata={b"pandas": pandas_md[b"pandas"]} if pandas_md else None)
+
+
+def common_metadata_bytes(schema: pa.Schema, partition_keys: Sequence[str]) -> bytes:
+    buf = pa.BufferOutputStream()
+    target = common_metadata_schema(schema, partition_keys)
+    unit = (
+        "ns" if any(pa.types.is_timestamp(f.type) and f.type.unit == "ns" for f in target) else "us"
+    )
+    pq.write_metadata(target, buf, coerce_timestamps=unit)
+    return bytes(buf.getvalue().to_pybytes())
+
+
+def schema_from_common_metadata(raw: bytes, *, source: str = "_common_metadata") -> pa.Schema:
+    """The dataset schema of a dataset we did not write (plateau/kartothek)."""
+    try:
+        schema = pq.read_schema(pa.BufferReader(raw))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise CorruptMetadataError(f"{source} is not a parquet schema: {exc}") from exc
+    categoricals = _pandas_categoricals(schema)
+    fields = [
+        pa.field(f.name, pa.dictionary(pa.int32(), f.type)) if f.name in categoricals else f
+        for f in schema
+    ]
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+def _pandas_categoricals(schema: pa.Schema) -> set[str]:
+    raw = (schema.metadata or {}).get(b"pandas")
+    if not raw:
+        return set()
+    try:
+        columns = json.loads(raw).get("columns", [])
+    except ValueError:
+        return set()
+    return {c["name"] for c in columns if c.get("pandas_type") == "categorical" and c.get("name")}
+
+
+def check_timestamps(table: pa.Table, unit: TimestampUnit) -> None:
+    """Refuse sub-microsecond timestamps unless nanoseconds were chosen."""
+    if unit == "ns":
+        return
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        t = column.type
+        if pa.types.is_dictionary(t):
+            continue
+        if pa.types.is_timestamp(t) and t.unit == "ns" and len(column):
+            nanos = pc.cast(column, pa.timestamp("ns", tz=t.tz)).cast(pa.int64())
+            remainder = pc.max(
+                pc.abs(pc.subtract(nanos, pc.multiply(pc.divide(nanos, 1000), 1000)))
+            )
+            if remainder.is_valid and remainder.as_py() != 0:
+                raise InvalidArgumentError(
+                    f"column {name!r} holds timestamps with sub-microsecond precision; "
+                    "round them (e.g. Series.dt.floor('us')), or pass timestamp_unit='ns' "
+                    "(not readable by Spark/Hive)"
+                )
+
+
+def conform(table: pa.Table, schema: pa.Schema, *, what: str = "data") -> pa.Table:
+    """Cast ``table`` to ``schema`` (same column set), or explain what differs."""
+    missing = [n for n in schema.names if n not in table.column_names]
+    extra = [n for n in table.column_names if n not in schema.names]
+    mismatched = []
+    for f in schema:
+        if f.name in table.column_names:
+            have = table.schema.field(f.name).type
+            if not _castable(have, f.type):
+                mismatched.append(f"{f.name!r}: dataset has {f.type}, {what} has {have}")
+    if missing or extra or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing columns {missing}")
+        if extra:
+            parts.append(f"unexpected columns {extra}")
+        if mismatched:
+            parts.append("different types: " + "; ".join(mismatched))
+        raise SchemaMismatchError(
+            f"{what} does not match the dataset schema: {', '.join(parts)}. Make the {what} "
+            "match the dataset schema, or rewrite the dataset with mode='overwrite'"
+        )
+    columns = []
+    for f in schema:
+        column = table.column(f.name)
+        if column.type != f.type:
+            try:
+                column = column.cast(f.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise SchemaMismatchError(
+                    f"column {f.name!r} cannot be converted from {column.type} to {f.type}: {exc}"
+                ) from exc
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=pa.schema(list(schema)))
+
+
+def _castable(have: pa.DataType, want: pa.DataType) -> bool:
+    """Whether data of type ``have`` belongs in a column of type ``want`` without loss."""
+    if have == want or pa.types.is_null(have):
+        return True
+    if pa.types.is_dictionary(have):
+        return _castable(have.value_type, want)
+    if pa.types.is_dictionary(want):
+        return _castable(have, want.value_type)
+    string_like = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+    if any(p(have) for p in string_like) and any(p(want) for p in string_like):
+        return True
+    binary_like = (pa.types.is_binary, pa.types.is_large_binary)
+    if any(p(have) for p in binary_like) and any(p(want) for p in binary_like):
+        return True
+    if pa.types.is_timestamp(have) and pa.types.is_timestamp(want):
+        return have.tz == want.tz or (have.tz is not None and want.tz is not None)
+    if pa.types.is_signed_integer(have) and pa.types.is_signed_integer(want):
+        return True
+    if pa.types.is_unsigned_integer(have) and pa.types.is_unsigned_integer(want):
+        return True
+    if pa.types.is_floating(have) and pa.types.is_floating(want):
+        return True
+    if (pa.types.is_list(have) or pa.types.is_large_list(have)) and (
+        pa.types.is_list(want) or pa.types.is_large_list(want)
+    ):
+        return _castable(have.value_type, want.value_type)
+    return False

@@ -1,0 +1,548 @@
+"""Arrow -> parquet files in kartothek's layout, then one commit.
+
+Input is streamed: each incoming table is split by partition values and
+written as one parquet file per partition (more when ``max_rows_per_file``
+says so).  Nothing is visible before the commit; if anything fails the
+files written so far are deleted again.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import commit as committer
+from .commit import Change, Snapshot
+from .errors import InvalidArgumentError, KtkError, SchemaMismatchError
+from .spec import index as spec_index
+from .spec import keys
+from .spec.metadata import DatasetMetadata, FileEntry
+from .spec.schema import (
+    TimestampUnit,
+    check_column_names,
+    check_timestamps,
+    conform,
+    data_schema,
+    normalize_schema,
+)
+from .storage import Store, StoreLike, resolve_store
+
+MODES = ("create", "append", "overwrite")
+DEFAULT_ROW_GROUP_SIZE = 128 * 1024
+DEFAULT_MAX_ROWS_PER_FILE = 4 * 1024 * 1024
+
+DataLike = Any  # pa.Table | pa.RecordBatchReader | pd.DataFrame | Iterable of those / batches
+
+
+def write_dataset(
+    data: DataLike,
+    store: StoreLike,
+    dataset_uuid: str,
+    *,
+    partition_on: Sequence[str] | str | None = None,
+    secondary_indices: Sequence[str] | str | None = None,
+    mode: str = "create",
+    delete_scope: Sequence[Mapping[str, Any]] | None = None,
+    schema: pa.Schema | None = None,
+    storage_options: dict[str, Any] | None = None,
+    max_rows_per_file: int | None = None,
+    row_group_size: int | None = None,
+    timestamp_unit: TimestampUnit = "us",
+    metadata: Mapping[str, Any] | None = None,
+    allow_empty: bool = False,
+) -> Snapshot:
+    """Write ``data`` as a kartothek dataset and commit it as one snapshot.
+
+    ``mode="create"`` refuses an existing dataset; ``"append"`` adds files
+    (creating the dataset if needed); ``"overwrite"`` replaces the whole
+    dataset, or only the partitions matched by ``delete_scope``.
+    ``allow_empty`` makes empty input to an existing dataset a no-op
+    (kartothek's update semantics) instead of an error.
+    """
+    keys.validate_uuid(dataset_uuid)
+    if mode not in MODES:
+        raise InvalidArgumentError(f"mode must be one of {MODES}, got {mode!r}")
+    if timestamp_unit not in ("us", "ns"):
+        raise InvalidArgumentError(f"timestamp_unit must be 'us' or 'ns', got {timestamp_unit!r}")
+    if delete_scope is not None and mode != "overwrite":
+        raise InvalidArgumentError(
+            f"delete_scope needs mode='overwrite', got mode={mode!r}; pass mode='overwrite' "
+            "to replace the matched partitions"
+        )
+    for name, value in (
+        ("max_rows_per_file", max_rows_per_file),
+        ("row_group_size", row_group_size),
+    ):
+        if value is not None and (not isinstance(value, int) or value <= 0):
+            raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
+    resolved = resolve_store(store, storage_options)
+    base = committer.load_latest(resolved, dataset_uuid)
+    if mode == "create" and base is not None:
+        raise committer.DatasetExistsError(
+            f"dataset {dataset_uuid!r} already exists in {resolved.url!r}; use mode='append' "
+            "or mode='overwrite', or pick another dataset_uuid"
+        )
+    plan = _plan_write(
+        base, partition_on, secondary_indices, mode, delete_scope, schema, timestamp_unit
+    )
+    writer = FileWriter(
+        resolved,
+        dataset_uuid,
+        plan,
+        row_group_size=row_group_size or DEFAULT_ROW_GROUP_SIZE,
+        max_rows_per_file=max_rows_per_file or DEFAULT_MAX_ROWS_PER_FILE,
+    )
+    try:
+        for table in iter_tables(data):
+            writer.write(table)
+        if writer.schema is None:
+            if allow_empty and base is not None and delete_scope is None:
+                return Snapshot.of(base.commit)
+            if not (mode == "overwrite" and delete_scope is not None) and schema is None:
+                raise InvalidArgumentError(
+                    f"no data to write to dataset {dataset_uuid!r}: the input is empty; pass "
+                    "at least one non-empty table or DataFrame (or schema= to create an "
+                    "empty dataset)"
+                )
+        change = _change(base, plan, writer, mode, delete_scope, metadata)
+        return committer.commit(resolved, dataset_uuid, change)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+@dataclass
+class WritePlan:
+    """Everything about a write that is fixed before the first byte is written."""
+
+    partition_keys: tuple[str, ...]
+    indices: tuple[str, ...]
+    schema: pa.Schema | None  # the dataset schema, when known up front
+    unit: TimestampUnit
+    base_version: int | None
+    scope: list[dict[str, Any]] | None = None
+
+
+def _as_list(value: Sequence[str] | str | None, name: str) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    out = list(value)
+    if not all(isinstance(v, str) for v in out):
+        raise InvalidArgumentError(f"{name} must be a list of column names, got {value!r}")
+    if len(set(out)) != len(out):
+        raise InvalidArgumentError(f"{name} lists a column twice: {out!r}")
+    return out
+
+
+def _plan_write(
+    base: DatasetMetadata | None,
+    partition_on: Sequence[str] | str | None,
+    secondary_indices: Sequence[str] | str | None,
+    mode: str,
+    delete_scope: Sequence[Mapping[str, Any]] | None,
+    schema: pa.Schema | None,
+    unit: TimestampUnit,
+) -> WritePlan:
+    partition_list = _as_list(partition_on, "partition_on")
+    index_list = _as_list(secondary_indices, "secondary_indices") or []
+    replace_all = mode == "overwrite" and delete_scope is None
+    if base is not None and not replace_all:
+        if partition_list is not None and tuple(partition_list) != base.partition_keys:
+            raise InvalidArgumentError(
+                f"partition_on={partition_list!r} differs from the dataset's partition keys "
+                f"{list(base.partition_keys)!r}; omit partition_on or pass the dataset's keys"
+            )
+        partition_keys = base.partition_keys
+        indices = tuple(dict.fromkeys([*base.indices, *index_list]))
+        dataset_schema = base.schema
+    else:
+        partition_keys = tuple(partition_list or ())
+        indices = tuple(index_list)
+        dataset_schema = normalize_schema(schema, unit) if schema is not None else None
+    overlap = set(partition_keys) & set(indices)
+    if overlap:
+        raise InvalidArgumentError(
+            f"columns {sorted(overlap)} are partition keys and cannot also be secondary indices; "
+            "partition keys are indexed already"
+        )
+    if dataset_schema is not None:
+        _check_columns_exist(dataset_schema, partition_keys, "partition_on")
+        _check_columns_exist(dataset_schema, indices, "secondary_indices")
+    scope = None
+    if delete_scope is not None:
+        if base is None:
+            scope = []
+        else:
+            scope = _check_scope(base, delete_scope)
+    return WritePlan(
+        partition_keys=partition_keys,
+        indices=indices,
+        schema=dataset_schema,
+        unit=unit,
+        base_version=None if base is None else base.version,
+        scope=scope,
+    )
+
+
+def _check_columns_exist(schema: pa.Schema, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+        raise InvalidArgumentError(
+            f"{what} names columns {missing} that are not in the data; available columns: "
+            f"{schema.names}"
+        )
+
+
+def _check_scope(
+    base: DatasetMetadata, delete_scope: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Validate a delete_scope; an unknown column is an error, never "delete everything"."""
+    if isinstance(delete_scope, Mapping) or not isinstance(delete_scope, Sequence):
+        raise InvalidArgumentError(
+            f"delete_scope must be a list of {{column: value}} dicts, got {delete_scope!r}"
+        )
+    usable = set(base.partition_keys) | set(base.indices)
+    out = []
+    for entry in delete_scope:
+        if not isinstance(entry, Mapping) or not entry:
+            raise InvalidArgumentError(
+                f"each delete_scope entry must be a non-empty {{column: value}} dict, got {entry!r}"
+            )
+        unknown = [c for c in entry if c not in usable]
+        if unknown:
+            raise InvalidArgumentError(
+                f"delete_scope names columns {unknown} that are neither partition keys "
+                f"{list(base.partition_keys)} nor indexed columns {list(base.indices)}; "
+                "nothing was deleted"
+            )
+        out.append(dict(entry))
+    return out
+
+
+class FileWriter:
+    """Writes partitioned parquet files for one commit and remembers what it wrote."""
+
+    def __init__(
+        self,
+        store: Store,
+        dataset_uuid: str,
+        plan: WritePlan,
+        *,
+        row_group_size: int,
+        max_rows_per_file: int,
+    ) -> None:
+        self.store = store
+        self.dataset_uuid = dataset_uuid
+        self.plan = plan
+        self.schema: pa.Schema | None = plan.schema
+        self.row_group_size = row_group_size
+        self.max_rows_per_file = max_rows_per_file
+        self.entries: list[FileEntry] = []
+        self.index_delta: dict[str, spec_index.IndexMap] = {c: {} for c in plan.indices}
+        self._fs = store.arrow_filesystem()
+        self._made_dirs: set[str] = set()
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0 and self.schema is not None:
+            return
+        check_column_names(table.column_names)
+        table = _drop_pandas_index(table)
+        if self.schema is None:
+            self.schema = normalize_schema(_strip_metadata(table.schema), self.plan.unit)
+            _check_columns_exist(self.schema, self.plan.partition_keys, "partition_on")
+            _check_columns_exist(self.schema, self.plan.indices, "secondary_indices")
+            if len(self.plan.partition_keys) == len(self.schema):
+                raise InvalidArgumentError(
+                    f"every column is a partition key ({list(self.plan.partition_keys)}); "
+                    "keep at least one data column"
+                )
+            for key in self.plan.partition_keys:
+                t = self.schema.field(key).type
+                if not _partitionable(t):
+                    raise InvalidArgumentError(
+                        f"cannot partition on column {key!r} of type {t}; use a string, integer, "
+                        "boolean, date or timestamp column"
+                    )
+        if table.num_rows == 0:
+            return
+        check_timestamps(table, self.plan.unit)
+        table = conform(table, self.schema)
+        for values, part in _split(table, self.plan.partition_keys):
+            for start in range(0, part.num_rows, self.max_rows_per_file):
+                self._write_file(values, part.slice(start, self.max_rows_per_file))
+
+    def _write_file(self, values: list[Any], table: pa.Table) -> None:
+        assert self.schema is not None
+        raw_values = [keys.value_to_string(v) for v in values]
+        directory = keys.partition_directory(self.plan.partition_keys, raw_values)
+        name = uuidlib.uuid4().hex
+        label = f"{directory}/{name}" if directory else name
+        key = keys.data_key(self.dataset_uuid, label)
+        data = table.select([n for n in table.column_names if n not in self.plan.partition_keys])
+        data = data.cast(data_schema(self.schema, self.plan.partition_keys))
+        path = self.store.path(key)
+        self._ensure_dir(path)
+        # register before writing, so abort() also removes a half-written file
+        entry = FileEntry(label, key, None, data.num_rows)
+        self.entries.append(entry)
+        with self._fs.open_output_stream(path) as out:
+            pq.write_table(
+                data,
+                out,
+                row_group_size=self.row_group_size,
+                coerce_timestamps=self.plan.unit,
+                allow_truncated_timestamps=False,
+                compression="snappy",
+                store_schema=True,
+            )
+            size = out.tell()
+        self.entries[-1] = FileEntry(label, key, size, data.num_rows)
+        for column in self.plan.indices:
+            spec_index.add(
+                self.index_delta[column], spec_index.values_in(table.column(column)), label
+            )
+
+    def _ensure_dir(self, path: str) -> None:
+        if self.store.is_remote:
+            return
+        parent = path.rsplit("/", 1)[0]
+        if parent not in self._made_dirs:
+            self._fs.create_dir(parent, recursive=True)
+            self._made_dirs.add(parent)
+
+    def abort(self) -> None:
+        """Delete every file this writer wrote (they were never committed)."""
+        try:
+            self.store.delete_many([e.key for e in self.entries])
+        except (KtkError, OSError):
+            pass  # garbage collection removes what is left
+        self.entries = []
+
+
+def _change(
+    base: DatasetMetadata | None,
+    plan: WritePlan,
+    writer: FileWriter,
+    mode: str,
+    delete_scope: Sequence[Mapping[str, Any]] | None,
+    metadata: Mapping[str, Any] | None,
+) -> Change:
+    schema = writer.schema
+    if mode == "overwrite" and plan.scope is None:
+        return Change(
+            operation="overwrite",
+            add=writer.entries,
+            remove=lambda state: list(state.files),
+            index_delta=writer.index_delta,
+            schema=schema,
+            partition_keys=plan.partition_keys,
+            user_metadata=metadata,
+            create=base is None,
+            read_version=plan.base_version,
+            depends_on=lambda state: list(state.files),
+        )
+    if plan.scope is not None:
+        scope = plan.scope
+
+        def matched(state: DatasetMetadata) -> list[str]:
+            return sorted(scope_labels(state, scope, writer.store))
+
+        return Change(
+            operation="delete_scope" if not writer.entries else "overwrite_partitions",
+            add=writer.entries,
+            remove=matched,
+            index_delta=writer.index_delta,
+            schema=schema,
+            partition_keys=plan.partition_keys,
+            user_metadata=metadata,
+            create=base is None,
+            read_version=plan.base_version,
+            depends_on=matched,
+        )
+    return Change(
+        operation="create" if base is None else "append",
+        add=writer.entries,
+        index_delta=writer.index_delta,
+        schema=schema,
+        partition_keys=plan.partition_keys,
+        user_metadata=metadata,
+        create=base is None and mode == "create",
+    )
+
+
+def scope_labels(
+    state: DatasetMetadata, scope: Sequence[Mapping[str, Any]], store: Store
+) -> set[str]:
+    """Labels of the files matched by a kartothek delete_scope in ``state``."""
+    out: set[str] = set()
+    indices: dict[str, spec_index.IndexMap] = {}
+    for entry in scope:
+        labels = set(state.files)
+        for column, value in entry.items():
+            if column in state.partition_keys:
+                labels &= {
+                    label
+                    for label in labels
+                    if _same_value(state.partition_values(label).get(column), value)
+                }
+            elif column in state.indices:
+                if column not in indices:
+                    indices[column] = committer.read_index(store, state, column)
+                idx = indices[column]
+                labels &= {lbl for v, ls in idx.items() if _same_value(v, value) for lbl in ls}
+            else:
+                raise InvalidArgumentError(
+                    f"delete_scope column {column!r} is neither a partition key nor indexed"
+                )
+        out |= labels
+    return out
+
+
+def _same_value(stored: Any, wanted: Any) -> bool:
+    if stored is None or wanted is None:
+        return stored is None and wanted is None
+    stored, wanted = _plain(stored), _plain(wanted)
+    if isinstance(stored, bool) != isinstance(wanted, bool):
+        return False
+    try:
+        return bool(stored == wanted)
+    except TypeError:  # e.g. naive vs aware datetimes
+        return False
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (pd.Timestamp, np.datetime64)):
+        return pd.Timestamp(value).to_pydatetime()
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return value.item()
+    return value
+
+
+def _split(table: pa.Table, partition_keys: Sequence[str]) -> Iterator[tuple[list[Any], pa.Table]]:
+    """Yield ``(partition values, rows)`` per distinct combination, in first-seen order."""
+    if not partition_keys:
+        yield [], table
+        return
+    key_table = table.select(list(partition_keys))
+    key_table = pa.table(
+        {
+            k: c.dictionary_decode() if pa.types.is_dictionary(c.type) else c
+            for k, c in zip(key_table.column_names, key_table.combine_chunks().columns, strict=True)
+        }
+    )
+    if len(partition_keys) == 1 and key_table.column(0).null_count == 0:
+        column = key_table.column(0)
+        unique = column.unique()
+        if len(unique) == 1:
+            yield [unique[0].as_py()], table
+            return
+    rows = key_table.append_column("__row", pa.array(np.arange(table.num_rows)))
+    grouped = rows.group_by(list(partition_keys), use_threads=False).aggregate([("__row", "list")])
+    for record in grouped.to_pylist():
+        values = [record[k] for k in partition_keys]
+        yield values, table.take(pa.array(record["__row_list"], type=pa.int64()))
+
+
+def _partitionable(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return bool(
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_integer(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_date(t)
+        or pa.types.is_timestamp(t)
+        or pa.types.is_floating(t)
+    )
+
+
+def _strip_metadata(schema: pa.Schema) -> pa.Schema:
+    """Keep pandas metadata (for categoricals) but drop its index description."""
+    return schema
+
+
+def _drop_pandas_index(table: pa.Table) -> pa.Table:
+    names = [n for n in table.column_names if n.startswith("__index_level_")]
+    return table.drop_columns(names) if names else table
+
+
+# -- input normalisation --------------------------------------------------------
+
+
+def iter_tables(data: DataLike) -> Iterator[pa.Table]:
+    """Stream any supported input as Arrow tables, without materialising it whole."""
+    if data is None:
+        raise InvalidArgumentError("data is None; pass a pyarrow Table, DataFrame or an iterable")
+    if isinstance(data, (pa.Table, pa.RecordBatch, pd.DataFrame)):
+        yield _to_table(data)
+        return
+    if isinstance(data, pa.RecordBatchReader):
+        for batch in data:
+            yield pa.Table.from_batches([batch])
+        return
+    if isinstance(data, Mapping):
+        raise InvalidArgumentError(
+            "data is a dict; pass a pyarrow Table or DataFrame (e.g. pd.DataFrame(data))"
+        )
+    if isinstance(data, Iterable) and not isinstance(data, (str, bytes)):
+        for item in data:
+            if isinstance(item, pa.RecordBatchReader):
+                yield from iter_tables(item)
+            else:
+                yield _to_table(item)
+        return
+    raise InvalidArgumentError(
+        f"cannot write data of type {type(data).__name__}; pass a pyarrow Table, "
+        "RecordBatchReader, pandas DataFrame, or an iterable of these"
+    )
+
+
+def _to_table(item: Any) -> pa.Table:
+    if isinstance(item, pa.Table):
+        return item
+    if isinstance(item, pa.RecordBatch):
+        return pa.Table.from_batches([item])
+    if isinstance(item, pd.DataFrame):
+        check_column_names(list(item.columns))
+        try:
+            return pa.Table.from_pandas(item, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise SchemaMismatchError(f"DataFrame cannot be converted to Arrow: {exc}") from exc
+    raise InvalidArgumentError(
+        f"cannot write an item of type {type(item).__name__}; items must be pyarrow Tables, "
+        "RecordBatches or pandas DataFrames"
+    )
+
+
+def build_indices(store: Store, dataset_uuid: str, columns: Sequence[str]) -> Snapshot:
+    """Index ``columns`` over every file of the latest snapshot, as one commit."""
+    base = committer.load(store, dataset_uuid)
+    assert base.schema is not None
+    _check_columns_exist(base.schema, columns, "columns")
+    partitioned = [c for c in columns if c in base.partition_keys]
+    if partitioned:
+        raise InvalidArgumentError(
+            f"columns {partitioned} are partition keys, which are indexed already"
+        )
+    fs = store.arrow_filesystem()
+    full: dict[str, spec_index.IndexMap] = {c: {} for c in columns}
+    for entry in base.files.values():
+        table = pq.read_table(store.path(entry.key), columns=list(columns), filesystem=fs)
+        for column in columns:
+            spec_index.add(full[column], spec_index.values_in(table.column(column)), entry.label)
+    change = Change(
+        operation="build_index",
+        index_full=full,
+        read_version=base.version,
+    )
+    return committer.commit(store, dataset_uuid, change)
