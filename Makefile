@@ -1,0 +1,45 @@
+# Everything a fresh machine needs is installed by these targets.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CORE_STAMP := $(VENV)/.core-installed
+TEST_STAMP := $(VENV)/.test-installed
+
+.PHONY: demo test lint typecheck bench clean
+
+$(CORE_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e ".[duckdb,polars]"
+	touch $@
+
+$(TEST_STAMP): pyproject.toml package.json
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e ".[test]"
+	command -v npm >/dev/null || (apt-get update -q && apt-get install -y -q nodejs npm)
+	npm install --no-audit --no-fund --loglevel=error
+	command -v java >/dev/null || (apt-get update -q && apt-get install -y -q openjdk-17-jre-headless)
+	touch $@ $(CORE_STAMP)
+
+demo: $(CORE_STAMP)
+	$(PY) -m ktk_arrow.cli demo ./demo-store
+
+test: $(TEST_STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy --strict src/ktk_arrow/spec
+	$(PY) -m pytest -n 2 -q
+
+lint: $(TEST_STAMP)
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks
+
+typecheck: $(TEST_STAMP)
+	$(VENV)/bin/mypy --strict src/ktk_arrow/spec
+
+bench: $(TEST_STAMP)
+	$(PY) benchmarks/read.py
+	$(PY) benchmarks/write.py
+
+clean:
+	rm -rf $(VENV) node_modules demo-store .pytest_cache .hypothesis
