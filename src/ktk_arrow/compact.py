@@ -1,0 +1,224 @@
+"""Compaction: merge the small files of a partition into few large ones, as one commit.
+
+Appends leave one file per partition per write, so a dataset fed by many
+small writes ends up with many small files, and every read pays a request
+and a footer per file.  :func:`compact` rewrites each partition's small
+files as ``ceil(rows / target_rows_per_file)`` files and swaps them in with
+one commit.  The old files stay on storage (time travel still reads them)
+until garbage collection removes them.
+
+Concurrency: the commit removes exactly the labels that were read and
+depends on them.  A concurrent append adds new labels, so it neither
+conflicts nor gets lost; a concurrent delete or overwrite of a compacted
+file makes the commit raise ``CommitConflictError`` (and the new files are
+deleted again).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import commit as committer
+from . import planning
+from .commit import Change, Snapshot
+from .errors import InvalidArgumentError
+from .spec import predicates
+from .spec.metadata import DatasetMetadata, FileEntry
+from .storage import Store, StoreLike, resolve_store
+from .write import DEFAULT_MAX_ROWS_PER_FILE, DEFAULT_ROW_GROUP_SIZE, FileWriter, WritePlan
+
+#: called after each rewritten partition with (partitions done, partitions to do)
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class CompactionGroup:
+    """The small files of one partition directory that will be merged."""
+
+    partition_dir: str
+    files: tuple[FileEntry, ...]
+    rows: int | None
+
+    @property
+    def labels(self) -> list[str]:
+        return [f.label for f in self.files]
+
+
+def compact(
+    store: StoreLike,
+    dataset_uuid: str,
+    *,
+    partitions: Any = None,
+    target_rows_per_file: int = DEFAULT_MAX_ROWS_PER_FILE,
+    storage_options: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> Snapshot:
+    """Merge small files per partition and commit the result as one ``"compact"`` snapshot.
+
+    ``partitions`` restricts the work to the partitions matching a kartothek
+    DNF predicate (or Arrow expression) on partition columns.  Files with at
+    least ``target_rows_per_file`` rows are left alone.  Returns the new
+    snapshot, or the current one if there was nothing to compact.
+    """
+    if (
+        not isinstance(target_rows_per_file, int)
+        or isinstance(target_rows_per_file, bool)
+        or target_rows_per_file <= 0
+    ):
+        raise InvalidArgumentError(
+            f"target_rows_per_file must be a positive int, got {target_rows_per_file!r}"
+        )
+    resolved = resolve_store(store, storage_options)
+    base = committer.load(resolved, dataset_uuid)
+    groups = plan_compaction(base, partitions=partitions, target_rows_per_file=target_rows_per_file)
+    if not groups:
+        return Snapshot.of(base.commit)
+    writer = _rewrite(resolved, base, groups, target_rows_per_file, progress)
+    try:
+        return _commit(resolved, base, groups, writer)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def plan_compaction(
+    meta: DatasetMetadata,
+    *,
+    partitions: Any = None,
+    target_rows_per_file: int = DEFAULT_MAX_ROWS_PER_FILE,
+) -> list[CompactionGroup]:
+    """The partitions worth compacting: merging their small files yields fewer files."""
+    selected = _selected_labels(meta, partitions)
+    by_dir: dict[str, list[FileEntry]] = {}
+    for entry in meta.files.values():
+        if entry.label in selected and (entry.rows is None or entry.rows < target_rows_per_file):
+            by_dir.setdefault(entry.partition_dir, []).append(entry)
+    groups = []
+    for directory, entries in sorted(by_dir.items()):
+        if len(entries) < 2:
+            continue
+        rows = [e.rows for e in entries]
+        total = None if any(r is None for r in rows) else sum(r or 0 for r in rows)
+        if total is not None and math.ceil(total / target_rows_per_file) >= len(entries):
+            continue  # merging would not reduce the file count
+        entries.sort(key=lambda e: e.label)
+        groups.append(CompactionGroup(directory, tuple(entries), total))
+    return groups
+
+
+def _selected_labels(meta: DatasetMetadata, partitions: Any) -> set[str]:
+    if partitions is None:
+        return set(meta.files)
+    if meta.schema is None:
+        return set()
+    scan_filter = planning.make_filter(partitions, meta.schema)
+    if scan_filter.predicate is not None:
+        others = sorted(predicates.columns(scan_filter.predicate) - set(meta.partition_keys))
+        if others:
+            raise InvalidArgumentError(
+                f"partitions= may only name partition columns {list(meta.partition_keys)}, "
+                f"but names {others}; compaction works on whole partitions"
+            )
+    # no index loader: only partition values prune, so whole partitions are kept
+    return {t.label for t in planning.plan(meta, scan_filter, None)}
+
+
+def _plain_type(t: pa.DataType) -> pa.DataType:
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def _read_group(store: Store, meta: DatasetMetadata, group: CompactionGroup) -> Iterator[pa.Table]:
+    """Each file of ``group`` with its partition columns restored, in label order."""
+    assert meta.schema is not None
+    fs = store.arrow_filesystem()
+    for entry in group.files:
+        table = pq.read_table(store.path(entry.key), filesystem=fs)
+        values = meta.partition_values(entry.label)
+        for column in meta.partition_keys:
+            if column in table.column_names:  # some old writers kept partition columns
+                table = table.drop_columns([column])
+            arrow_type = _plain_type(meta.schema.field(column).type)
+            value = values.get(column)
+            array = (
+                pa.nulls(table.num_rows, arrow_type)
+                if value is None
+                else pa.array([value] * table.num_rows, type=arrow_type)
+            )
+            table = table.append_column(column, array)
+        yield table
+
+
+def _rewrite(
+    store: Store,
+    base: DatasetMetadata,
+    groups: Sequence[CompactionGroup],
+    target_rows_per_file: int,
+    progress: Progress | None,
+) -> FileWriter:
+    """Write the merged files (not yet visible); the writer holds their entries."""
+    assert base.schema is not None
+    unit = (
+        "ns"
+        if any(pa.types.is_timestamp(f.type) and f.type.unit == "ns" for f in base.schema)
+        else "us"
+    )
+    plan = WritePlan(
+        partition_keys=base.partition_keys,
+        indices=tuple(base.indices),
+        schema=base.schema,
+        unit=unit,
+        base_version=base.version,
+    )
+    writer = FileWriter(
+        store,
+        base.uuid,
+        plan,
+        row_group_size=DEFAULT_ROW_GROUP_SIZE,
+        max_rows_per_file=target_rows_per_file,
+    )
+    try:
+        for done, group in enumerate(groups, 1):
+            pending: list[pa.Table] = []
+            pending_rows = 0
+            for table in _read_group(store, base, group):
+                pending.append(table)
+                pending_rows += table.num_rows
+                if pending_rows >= target_rows_per_file:
+                    merged = pa.concat_tables(pending, promote_options="permissive")
+                    full = (pending_rows // target_rows_per_file) * target_rows_per_file
+                    writer.write(merged.slice(0, full))
+                    pending = [merged.slice(full)]
+                    pending_rows -= full
+            if pending_rows:
+                writer.write(pa.concat_tables(pending, promote_options="permissive"))
+            if progress is not None:
+                progress(done, len(groups))
+    except BaseException:
+        writer.abort()
+        raise
+    return writer
+
+
+def _commit(
+    store: Store,
+    base: DatasetMetadata,
+    groups: Sequence[CompactionGroup],
+    writer: FileWriter,
+) -> Snapshot:
+    old = {label for group in groups for label in group.labels}
+    change = Change(
+        operation="compact",
+        add=writer.entries,
+        remove=lambda state: sorted(old & set(state.files)),
+        # a concurrent delete of any compacted file changes this set: a conflict
+        depends_on=lambda state: sorted(old & set(state.files)),
+        read_version=base.version,
+        index_delta=writer.index_delta,
+    )
+    return committer.commit(store, base.uuid, change)
