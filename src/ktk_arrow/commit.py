@@ -518,11 +518,13 @@ def garbage_collect(
     *,
     grace_period: timedelta = DEFAULT_GC_GRACE,
     now: datetime | None = None,
+    dry_run: bool = False,
 ) -> list[str]:
     """Delete data and index files that no retained snapshot references.
 
     Files younger than ``grace_period`` are kept even if unreferenced: they may
-    belong to a commit still in flight.  Returns the deleted keys.
+    belong to a commit still in flight.  Returns the deleted keys (with
+    ``dry_run``, the keys that would be deleted, and nothing is deleted).
     """
     if grace_period < timedelta(0):
         raise InvalidArgumentError(f"grace_period must not be negative, got {grace_period!r}")
@@ -540,5 +542,6 @@ def garbage_collect(
             if info.mtime is not None and info.mtime > cutoff:
                 continue
             doomed.append(info.key)
-    store.delete_many(doomed)
+    if not dry_run:
+        store.delete_many(doomed)
     return doomed
