@@ -8,6 +8,7 @@ files written so far are deleted again.
 
 from __future__ import annotations
 
+import contextlib
 import uuid as uuidlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import pyarrow.parquet as pq
 
 from . import commit as committer
 from .commit import Change, Snapshot
-from .errors import InvalidArgumentError, KtkError, SchemaMismatchError
+from .errors import DatasetExistsError, InvalidArgumentError, KtkError, SchemaMismatchError
 from .spec import index as spec_index
 from .spec import keys
 from .spec.metadata import DatasetMetadata, FileEntry
@@ -66,6 +67,52 @@ def write_dataset(
     ``allow_empty`` makes empty input to an existing dataset a no-op
     (kartothek's update semantics) instead of an error.
     """
+    prepared = prepare_write(
+        resolve_store(store, storage_options),
+        dataset_uuid,
+        partition_on=partition_on,
+        secondary_indices=secondary_indices,
+        mode=mode,
+        delete_scope=delete_scope,
+        schema=schema,
+        max_rows_per_file=max_rows_per_file,
+        row_group_size=row_group_size,
+        timestamp_unit=timestamp_unit,
+    )
+    writer = prepared.writer_spec().open()
+    try:
+        for table in iter_tables(data):
+            writer.write(table)
+        return prepared.commit(
+            writer.entries,
+            writer.index_delta,
+            writer.schema,
+            metadata=metadata,
+            allow_empty=allow_empty,
+        )
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def prepare_write(
+    store: Store,
+    dataset_uuid: str,
+    *,
+    partition_on: Sequence[str] | str | None = None,
+    secondary_indices: Sequence[str] | str | None = None,
+    mode: str = "create",
+    delete_scope: Sequence[Mapping[str, Any]] | None = None,
+    schema: pa.Schema | None = None,
+    max_rows_per_file: int | None = None,
+    row_group_size: int | None = None,
+    timestamp_unit: TimestampUnit = "us",
+) -> PreparedWrite:
+    """Validate a write against the dataset's latest state, before any file is written.
+
+    The result writes files anywhere (``writer_spec()`` pickles, so Dask workers
+    can write in parallel) and commits what they wrote as one snapshot.
+    """
     keys.validate_uuid(dataset_uuid)
     if mode not in MODES:
         raise InvalidArgumentError(f"mode must be one of {MODES}, got {mode!r}")
@@ -82,40 +129,112 @@ def write_dataset(
     ):
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
-    resolved = resolve_store(store, storage_options)
-    base = committer.load_latest(resolved, dataset_uuid)
+    base = committer.load_latest(store, dataset_uuid)
     if mode == "create" and base is not None:
-        raise committer.DatasetExistsError(
-            f"dataset {dataset_uuid!r} already exists in {resolved.url!r}; use mode='append' "
+        raise DatasetExistsError(
+            f"dataset {dataset_uuid!r} already exists in {store.url!r}; use mode='append' "
             "or mode='overwrite', or pick another dataset_uuid"
         )
     plan = _plan_write(
         base, partition_on, secondary_indices, mode, delete_scope, schema, timestamp_unit
     )
-    writer = FileWriter(
-        resolved,
-        dataset_uuid,
-        plan,
+    return PreparedWrite(
+        store=store,
+        dataset_uuid=dataset_uuid,
+        mode=mode,
+        base=base,
+        plan=plan,
+        delete_scope=delete_scope,
+        schema_given=schema is not None,
         row_group_size=row_group_size or DEFAULT_ROW_GROUP_SIZE,
         max_rows_per_file=max_rows_per_file or DEFAULT_MAX_ROWS_PER_FILE,
     )
-    try:
-        for table in iter_tables(data):
-            writer.write(table)
-        if writer.schema is None:
-            if allow_empty and base is not None and delete_scope is None:
-                return Snapshot.of(base.commit)
-            if not (mode == "overwrite" and delete_scope is not None) and schema is None:
+
+
+@dataclass(frozen=True)
+class WriterSpec:
+    """What a :class:`FileWriter` needs; small and picklable, so workers can open one."""
+
+    store: Store
+    dataset_uuid: str
+    plan: WritePlan
+    row_group_size: int
+    max_rows_per_file: int
+    name_prefix: str = ""
+
+    def open(self) -> FileWriter:
+        return FileWriter(
+            self.store,
+            self.dataset_uuid,
+            self.plan,
+            row_group_size=self.row_group_size,
+            max_rows_per_file=self.max_rows_per_file,
+            name_prefix=self.name_prefix,
+        )
+
+
+@dataclass
+class PreparedWrite:
+    """A validated write: the state it was planned against, and the plan."""
+
+    store: Store
+    dataset_uuid: str
+    mode: str
+    base: DatasetMetadata | None
+    plan: WritePlan
+    delete_scope: Sequence[Mapping[str, Any]] | None
+    schema_given: bool
+    row_group_size: int
+    max_rows_per_file: int
+
+    def writer_spec(self, name_prefix: str = "") -> WriterSpec:
+        """A spec for writers of this write; ``name_prefix`` starts every file name."""
+        return WriterSpec(
+            self.store,
+            self.dataset_uuid,
+            self.plan,
+            self.row_group_size,
+            self.max_rows_per_file,
+            name_prefix,
+        )
+
+    def commit(
+        self,
+        entries: Sequence[FileEntry],
+        index_delta: Mapping[str, spec_index.IndexMap],
+        schema: pa.Schema | None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        allow_empty: bool = False,
+    ) -> Snapshot:
+        """Commit the files written for this write (by any number of writers) as one snapshot.
+
+        ``schema`` is the writers' schema (``None`` when no writer saw data).
+        The caller deletes the files if this raises.
+        """
+        if schema is None:
+            if allow_empty and self.base is not None and self.delete_scope is None:
+                return Snapshot.of(self.base.commit)
+            if not (self.mode == "overwrite" and self.delete_scope is not None) and (
+                not self.schema_given
+            ):
                 raise InvalidArgumentError(
-                    f"no data to write to dataset {dataset_uuid!r}: the input is empty; pass "
-                    "at least one non-empty table or DataFrame (or schema= to create an "
+                    f"no data to write to dataset {self.dataset_uuid!r}: the input is empty; "
+                    "pass at least one non-empty table or DataFrame (or schema= to create an "
                     "empty dataset)"
                 )
-        change = _change(base, plan, writer, mode, delete_scope, metadata)
-        return committer.commit(resolved, dataset_uuid, change)
-    except BaseException:
-        writer.abort()
-        raise
+        change = _change(
+            self.base,
+            self.plan,
+            self.store,
+            entries,
+            index_delta,
+            schema,
+            self.mode,
+            self.delete_scope,
+            metadata,
+        )
+        return committer.commit(self.store, self.dataset_uuid, change)
 
 
 @dataclass
@@ -179,10 +298,7 @@ def _plan_write(
         _check_columns_exist(dataset_schema, indices, "secondary_indices")
     scope = None
     if delete_scope is not None:
-        if base is None:
-            scope = []
-        else:
-            scope = _check_scope(base, delete_scope)
+        scope = [] if base is None else _check_scope(base, delete_scope)
     return WritePlan(
         partition_keys=partition_keys,
         indices=indices,
@@ -239,8 +355,10 @@ class FileWriter:
         *,
         row_group_size: int,
         max_rows_per_file: int,
+        name_prefix: str = "",
     ) -> None:
         self.store = store
+        self.name_prefix = name_prefix
         self.dataset_uuid = dataset_uuid
         self.plan = plan
         self.schema: pa.Schema | None = plan.schema
@@ -284,7 +402,7 @@ class FileWriter:
         assert self.schema is not None
         raw_values = [keys.value_to_string(v) for v in values]
         directory = keys.partition_directory(self.plan.partition_keys, raw_values)
-        name = uuidlib.uuid4().hex
+        name = self.name_prefix + uuidlib.uuid4().hex
         label = f"{directory}/{name}" if directory else name
         key = keys.data_key(self.dataset_uuid, label)
         data = table.select([n for n in table.column_names if n not in self.plan.partition_keys])
@@ -321,28 +439,28 @@ class FileWriter:
 
     def abort(self) -> None:
         """Delete every file this writer wrote (they were never committed)."""
-        try:
+        with contextlib.suppress(KtkError, OSError):  # garbage collection removes the rest
             self.store.delete_many([e.key for e in self.entries])
-        except (KtkError, OSError):
-            pass  # garbage collection removes what is left
         self.entries = []
 
 
 def _change(
     base: DatasetMetadata | None,
     plan: WritePlan,
-    writer: FileWriter,
+    store: Store,
+    entries: Sequence[FileEntry],
+    index_delta: Mapping[str, spec_index.IndexMap],
+    schema: pa.Schema | None,
     mode: str,
     delete_scope: Sequence[Mapping[str, Any]] | None,
     metadata: Mapping[str, Any] | None,
 ) -> Change:
-    schema = writer.schema
     if mode == "overwrite" and plan.scope is None:
         return Change(
             operation="overwrite",
-            add=writer.entries,
+            add=list(entries),
             remove=lambda state: list(state.files),
-            index_delta=writer.index_delta,
+            index_delta=index_delta,
             schema=schema,
             partition_keys=plan.partition_keys,
             user_metadata=metadata,
@@ -354,13 +472,13 @@ def _change(
         scope = plan.scope
 
         def matched(state: DatasetMetadata) -> list[str]:
-            return sorted(scope_labels(state, scope, writer.store))
+            return sorted(scope_labels(state, scope, store))
 
         return Change(
-            operation="delete_scope" if not writer.entries else "overwrite_partitions",
-            add=writer.entries,
+            operation="delete_scope" if not entries else "overwrite_partitions",
+            add=list(entries),
             remove=matched,
-            index_delta=writer.index_delta,
+            index_delta=index_delta,
             schema=schema,
             partition_keys=plan.partition_keys,
             user_metadata=metadata,
@@ -370,8 +488,8 @@ def _change(
         )
     return Change(
         operation="create" if base is None else "append",
-        add=writer.entries,
-        index_delta=writer.index_delta,
+        add=list(entries),
+        index_delta=index_delta,
         schema=schema,
         partition_keys=plan.partition_keys,
         user_metadata=metadata,
@@ -527,6 +645,16 @@ def _to_table(item: Any) -> pa.Table:
 def build_indices(store: Store, dataset_uuid: str, columns: Sequence[str]) -> Snapshot:
     """Index ``columns`` over every file of the latest snapshot, as one commit."""
     base = committer.load(store, dataset_uuid)
+    check_index_columns(base, columns)
+    full: dict[str, spec_index.IndexMap] = {c: {} for c in columns}
+    for entry in base.files.values():
+        for column, values in index_values(store, entry, columns).items():
+            spec_index.add(full[column], values, entry.label)
+    return commit_indices(store, base, full)
+
+
+def check_index_columns(base: DatasetMetadata, columns: Sequence[str]) -> None:
+    """Refuse to index unknown columns and partition keys."""
     assert base.schema is not None
     _check_columns_exist(base.schema, columns, "columns")
     partitioned = [c for c in columns if c in base.partition_keys]
@@ -534,15 +662,22 @@ def build_indices(store: Store, dataset_uuid: str, columns: Sequence[str]) -> Sn
         raise InvalidArgumentError(
             f"columns {partitioned} are partition keys, which are indexed already"
         )
+
+
+def index_values(store: Store, entry: FileEntry, columns: Sequence[str]) -> dict[str, list[Any]]:
+    """The distinct non-null values of ``columns`` in one data file."""
     fs = store.arrow_filesystem()
-    full: dict[str, spec_index.IndexMap] = {c: {} for c in columns}
-    for entry in base.files.values():
-        table = pq.read_table(store.path(entry.key), columns=list(columns), filesystem=fs)
-        for column in columns:
-            spec_index.add(full[column], spec_index.values_in(table.column(column)), entry.label)
+    table = pq.read_table(store.path(entry.key), columns=list(columns), filesystem=fs)
+    return {c: spec_index.values_in(table.column(c)) for c in columns}
+
+
+def commit_indices(
+    store: Store, base: DatasetMetadata, full: Mapping[str, spec_index.IndexMap]
+) -> Snapshot:
+    """Commit complete indices built over the files of ``base``."""
     change = Change(
         operation="build_index",
         index_full=full,
         read_version=base.version,
     )
-    return committer.commit(store, dataset_uuid, change)
+    return committer.commit(store, base.uuid, change)
