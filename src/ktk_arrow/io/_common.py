@@ -60,6 +60,19 @@ def check_columns(ds: arrow.KartothekDataset, columns: list[str] | None, what: s
         )
 
 
+_NULLABLE = {
+    pa.int8(): pd.Int8Dtype(),
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(),
+    pa.uint16(): pd.UInt16Dtype(),
+    pa.uint32(): pd.UInt32Dtype(),
+    pa.uint64(): pd.UInt64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+}
+
+
 def to_pandas(
     table: pa.Table,
     *,
@@ -72,6 +85,11 @@ def to_pandas(
         coerce_temporal_nanoseconds=True,
         ignore_metadata=True,
     )
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        # numpy has no int/bool with nulls: pandas' nullable dtypes, not float64/object
+        # (which would lose integers above 2**53 and the dtype family)
+        if column.null_count and column.type in _NULLABLE:
+            df[name] = column.to_pandas(types_mapper=_NULLABLE.get)
     for name in categoricals or ():
         if name in df.columns and not isinstance(df[name].dtype, pd.CategoricalDtype):
             df[name] = df[name].astype("category")
