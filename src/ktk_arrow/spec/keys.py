@@ -101,14 +101,27 @@ def partition_directory(partition_keys: tuple[str, ...] | list[str], raw_values:
 
 
 def parse_label(label: str) -> tuple[list[tuple[str, str]], str]:
-    """Split a label into its unquoted ``(column, raw value)`` pairs and its file name."""
+    """Split a label into its unquoted ``(column, raw value)`` pairs and its file name.
+
+    plateau leaves ``/`` unquoted in values, so its label for ``"US/CA"`` is
+    ``col=US/CA/<file>``.  Both column names and values have ``=`` quoted, so a
+    segment without ``=`` can only continue the previous value: it is joined
+    back with ``/``, and the value reads as written (plateau itself reads ``"US"``).
+    """
     parts = label.split("/")
-    pairs: list[tuple[str, str]] = []
+    quoted: list[list[str]] = []
     for segment in parts[:-1]:
         col, sep, val = segment.partition("=")
-        if not sep:
-            raise InvalidArgumentError(f"partition label {label!r} has a segment without '='")
-        pairs.append((unquote_value(col), unquote_value(val)))
+        if sep:
+            quoted.append([col, val])
+        elif quoted:
+            quoted[-1][1] += "/" + segment
+        else:
+            raise InvalidArgumentError(
+                f"partition label {label!r} starts with a segment without '='; "
+                "expected '<column>=<value>/.../<file>'"
+            )
+    pairs = [(unquote_value(col), unquote_value(val)) for col, val in quoted]
     return pairs, parts[-1]
 
 
@@ -119,7 +132,10 @@ def value_to_string(value: Any) -> str:
     if isinstance(value, bool):
         return "True" if value else "False"
     if isinstance(value, (datetime, pd.Timestamp)):
-        return str(pd.Timestamp(value))
+        stamp = pd.Timestamp(value)
+        # tz-aware values are written in UTC: local offsets can have seconds
+        # (LMT, "+00:53:28") that neither pandas nor Arrow parse back
+        return str(stamp.tz_convert("UTC") if stamp.tzinfo is not None else stamp)
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, (int, str, Decimal)):
