@@ -30,6 +30,7 @@ from .commit import Change, Snapshot
 from .errors import InvalidArgumentError
 from .spec import predicates
 from .spec.metadata import DatasetMetadata, FileEntry
+from .spec.schema import TimestampUnit
 from .storage import Store, StoreLike, resolve_store
 from .write import DEFAULT_MAX_ROWS_PER_FILE, DEFAULT_ROW_GROUP_SIZE, FileWriter, WritePlan
 
@@ -163,7 +164,7 @@ def _rewrite(
 ) -> FileWriter:
     """Write the merged files (not yet visible); the writer holds their entries."""
     assert base.schema is not None
-    unit = (
+    unit: TimestampUnit = (
         "ns"
         if any(pa.types.is_timestamp(f.type) and f.type.unit == "ns" for f in base.schema)
         else "us"
