@@ -93,14 +93,36 @@ def common_metadata_schema(schema: pa.Schema, partition_keys: Sequence[str]) -> 
     return pa.schema(fields, metadata={b"pandas": pandas_md[b"pandas"]} if pandas_md else None)
 
 
+def coerce_timestamps(unit: TimestampUnit) -> str | None:
+    """pyarrow's ``coerce_timestamps`` for ``unit``.
+
+    pyarrow coerces only to ``"ms"``/``"us"``; nanoseconds are kept by not
+    coercing (parquet format 2.6, pyarrow's default).
+    """
+    return None if unit == "ns" else "us"
+
+
 def common_metadata_bytes(schema: pa.Schema, partition_keys: Sequence[str]) -> bytes:
     buf = pa.BufferOutputStream()
     target = common_metadata_schema(schema, partition_keys)
-    unit = (
-        "ns" if any(pa.types.is_timestamp(f.type) and f.type.unit == "ns" for f in target) else "us"
-    )
-    pq.write_metadata(target, buf, coerce_timestamps=unit)
+    unit: TimestampUnit = "ns" if any(_has_nanos(f.type) for f in target) else "us"
+    pq.write_metadata(target, buf, coerce_timestamps=coerce_timestamps(unit))
     return bytes(buf.getvalue().to_pybytes())
+
+
+def timestamp_unit_of(schema: pa.Schema) -> TimestampUnit:
+    """``"ns"`` if the dataset was created with ``timestamp_unit="ns"``, else ``"us"``."""
+    return "ns" if any(_has_nanos(f.type) for f in schema) else "us"
+
+
+def _has_nanos(t: pa.DataType) -> bool:
+    if pa.types.is_timestamp(t):
+        return bool(t.unit == "ns")
+    if pa.types.is_dictionary(t):
+        return _has_nanos(t.value_type)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _has_nanos(t.value_type)
+    return False
 
 
 def schema_from_common_metadata(raw: bytes, *, source: str = "_common_metadata") -> pa.Schema:
@@ -129,24 +151,41 @@ def _pandas_categoricals(schema: pa.Schema) -> set[str]:
 
 
 def check_timestamps(table: pa.Table, unit: TimestampUnit) -> None:
-    """Refuse sub-microsecond timestamps unless nanoseconds were chosen."""
+    """Refuse sub-microsecond timestamps unless nanoseconds were chosen.
+
+    Timestamps inside lists and dictionaries are checked too.
+    """
     if unit == "ns":
         return
     for name, column in zip(table.column_names, table.columns, strict=True):
-        t = column.type
-        if pa.types.is_dictionary(t):
+        if not _has_nanos(column.type):
             continue
-        if pa.types.is_timestamp(t) and t.unit == "ns" and len(column):
-            nanos = pc.cast(column, pa.timestamp("ns", tz=t.tz)).cast(pa.int64())
-            remainder = pc.max(
-                pc.abs(pc.subtract(nanos, pc.multiply(pc.divide(nanos, 1000), 1000)))
-            )
-            if remainder.is_valid and remainder.as_py() != 0:
+        for chunk in column.chunks:
+            if any(_sub_micro(leaf) for leaf in _timestamp_leaves(chunk)):
                 raise InvalidArgumentError(
                     f"column {name!r} holds timestamps with sub-microsecond precision; "
                     "round them (e.g. Series.dt.floor('us')), or pass timestamp_unit='ns' "
                     "(not readable by Spark/Hive)"
                 )
+
+
+def _timestamp_leaves(array: pa.Array) -> list[pa.Array]:
+    t = array.type
+    if pa.types.is_timestamp(t):
+        return [array]
+    if pa.types.is_dictionary(t):
+        return _timestamp_leaves(array.dictionary)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _timestamp_leaves(array.flatten())
+    return []
+
+
+def _sub_micro(array: pa.Array) -> bool:
+    if array.type.unit != "ns" or len(array) == 0:
+        return False
+    nanos = array.view(pa.int64())
+    remainder = pc.max(pc.abs(pc.subtract(nanos, pc.multiply(pc.divide(nanos, 1000), 1000))))
+    return bool(remainder.is_valid and remainder.as_py() != 0)
 
 
 def conform(table: pa.Table, schema: pa.Schema, *, what: str = "data") -> pa.Table:
