@@ -32,6 +32,7 @@ from .spec.schema import (
     conform,
     data_schema,
     normalize_schema,
+    timestamp_unit_of,
 )
 from .storage import Store, StoreLike, resolve_store
 
@@ -283,6 +284,8 @@ def _plan_write(
         partition_keys = base.partition_keys
         indices = tuple(dict.fromkeys([*base.indices, *index_list]))
         dataset_schema = base.schema
+        if dataset_schema is not None and timestamp_unit_of(dataset_schema) == "ns":
+            unit = "ns"  # a nanosecond dataset stays one: no MICROS files among NANOS
     else:
         partition_keys = tuple(partition_list or ())
         indices = tuple(index_list)
@@ -417,7 +420,7 @@ class FileWriter:
                 data,
                 out,
                 row_group_size=self.row_group_size,
-                coerce_timestamps=self.plan.unit,
+                coerce_timestamps=None if self.plan.unit == "ns" else "us",
                 allow_truncated_timestamps=False,
                 compression="snappy",
                 store_schema=True,

@@ -65,9 +65,12 @@ def to_parquet(column: str, value_type: pa.DataType, index: Mapping[Any, Collect
         }
     )
     buf = pa.BufferOutputStream()
-    unit = "ns" if pa.types.is_timestamp(value_type) and value_type.unit == "ns" else "us"
+    # pyarrow coerces to "us" only; nanosecond indices are written uncoerced
+    nanos = pa.types.is_timestamp(value_type) and value_type.unit == "ns"
     pq.write_table(
-        table, buf, coerce_timestamps=unit if pa.types.is_timestamp(value_type) else None
+        table,
+        buf,
+        coerce_timestamps="us" if pa.types.is_timestamp(value_type) and not nanos else None,
     )
     return bytes(buf.getvalue().to_pybytes())
 
