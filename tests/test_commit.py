@@ -193,4 +193,4 @@ def test_killed_writer_leaves_a_consistent_state(tmp_path, step):
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)
     deleted = commit.garbage_collect(LocalStore(root), "ds", now=later)
     assert len(deleted) == (2 if step == "after_data" else 0)
-    assert sorted(ka.dataset(root, "ds").to_table().column("x").to_pylist()) == sorted(rows + [2])
+    assert sorted(ka.dataset(root, "ds").to_table().column("x").to_pylist()) == sorted([*rows, 2])

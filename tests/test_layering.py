@@ -37,7 +37,7 @@ def _modules():
 
 def _imports(module: str, path: pathlib.Path):
     tree = ast.parse(path.read_text())
-    package = module.split(".")[:-1] if not path.name == "__init__.py" else module.split(".")[:-1]
+    package = module.split(".")[:-1]
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             if node.level:
