@@ -131,7 +131,8 @@ def _is_null(value: Any) -> bool:
 
 
 def _is_list_like(value: Any) -> bool:
-    return bool(pdt.is_list_like(value)) and not isinstance(value, str | bytes | dict)
+    not_lists = (str, bytes, bytearray, memoryview, dict)
+    return bool(pdt.is_list_like(value)) and not isinstance(value, not_lists)
 
 
 def _value_type(type_: pa.DataType) -> pa.DataType:
@@ -224,6 +225,8 @@ def _coerce(value: Any, type_: pa.DataType, *, lenient: bool = False) -> Any:
     ``lenient`` accepts an integral float for an integer column (Arrow
     expressions such as ``field("i") == 1.0``).
     """
+    if isinstance(value, pa.Scalar):
+        value = _scalar_py(value)
     if _is_null(value):
         return None
     t = _value_type(type_)
@@ -405,6 +408,8 @@ def _parse_literal(literal: Any, schema: pa.Schema, where: str) -> Term:
                 f"{where}: operator {op!r} needs a list of values for column {column!r}; got "
                 f"{value!r} ({_type_name(value)}); write ({column!r}, {op!r}, [{value!r}])"
             )
+        if isinstance(value, pa.Array | pa.ChunkedArray):
+            value = value.to_pylist()
         items = frozenset(_coerce_or_raise(v, column, type_, where) for v in value)
         return Term(column, op, items, type_)
     if _is_list_like(value):
@@ -641,9 +646,15 @@ def _value_set(values: Iterable[Any], type_: pa.DataType | None) -> pa.Array:
 
 
 def _term_expression(term: Term, type_: pa.DataType | None) -> pc.Expression:
+    op, value = term.op, term.value
+    if type_ is not None and pa.types.is_null(_value_type(type_)):
+        if op in _ORDERING and value is None:
+            raise InvalidPredicateError(
+                f"term {term.column!r} {op} None: a null cannot be compared with {op!r}"
+            )
+        return pc.scalar(_matches_null(term))  # every value of the column is null
     ref = pc.field(term.column)
     is_null = pc.is_null(ref, nan_is_null=True)
-    op, value = term.op, term.value
     if op in _SET_OPS:
         non_null = [v for v in value if v is not None]
         has_null = len(non_null) != len(value)
@@ -1019,25 +1030,45 @@ def _nothing() -> _Dnf:
     return []
 
 
-@dataclass(frozen=True)
+# One side of a condition: the rows it selects, and whether that is exact
+# (False: a superset).
+_Side = tuple[_Dnf, bool]
+
+
 class _Bounds:
     """Rows where an expression is true (``t``) and where it is false (``f``).
 
-    Each side is exact or a superset (``*_exact`` False).  Under Kleene logic
-    NOT swaps the sides and AND/OR combine them monotonically, so supersets
-    stay supersets all the way up.
+    Each side is exact or a superset.  Under Kleene logic NOT swaps the sides
+    and AND/OR combine them monotonically, so supersets stay supersets all
+    the way up.  Sides are computed lazily: the "false" side of a large OR is
+    only ever needed under a NOT.
     """
 
-    t: _Dnf
-    f: _Dnf
-    t_exact: bool = True
-    f_exact: bool = True
+    __slots__ = ("_f", "_t")
+
+    def __init__(self, t: _Side | Callable[[], _Side], f: _Side | Callable[[], _Side]) -> None:
+        self._t = t
+        self._f = f
+
+    def t(self) -> _Side:
+        if callable(self._t):
+            self._t = self._t()
+        return self._t
+
+    def f(self) -> _Side:
+        if callable(self._f):
+            self._f = self._f()
+        return self._f
 
     def negate(self) -> _Bounds:
-        return _Bounds(self.f, self.t, self.f_exact, self.t_exact)
+        return _Bounds(self.f, self.t)
 
 
-_UNKNOWN = _Bounds([()], [()], False, False)
+def _exact(t: _Dnf, f: _Dnf) -> _Bounds:
+    return _Bounds((t, True), (f, True))
+
+
+_UNKNOWN = _Bounds(([()], False), ([()], False))
 
 
 def _merge_clause(a: tuple[Term, ...], b: tuple[Term, ...]) -> tuple[Term, ...]:
@@ -1051,9 +1082,9 @@ def _merge_clause(a: tuple[Term, ...], b: tuple[Term, ...]) -> tuple[Term, ...]:
 
 
 def _and(a: _Dnf, b: _Dnf) -> tuple[_Dnf, bool]:
-    """``a AND b`` distributed; a superset (flag False) when it would be too big."""
+    """``a AND b`` distributed; just ``a`` (a superset, flag False) when too big."""
     if len(a) * len(b) > MAX_CLAUSES:
-        return (a if len(a) <= len(b) else b), False  # dropping a conjunct: superset
+        return a, False
     return _simplify([_merge_clause(x, y) for x in a for y in b]), True
 
 
@@ -1196,17 +1227,33 @@ def _drop_implying(clauses: list[tuple[Term, ...]]) -> bool:
     return True
 
 
+def _contradictory(clause: tuple[Term, ...]) -> bool:
+    """Is the clause unsatisfiable because of its ``==`` / ``in`` terms?"""
+    points: dict[str, frozenset[Any]] = {}
+    for term in clause:
+        values = _as_set(term)
+        if values is not None:
+            points[term.column] = points.get(term.column, values) & values
+    for column, candidates in points.items():
+        others = [t for t in clause if t.column == column and _as_set(t) is None]
+        if not any(all(_holds(t, v) is not False for t in others) for v in candidates):
+            return True
+    return False
+
+
+_QUADRATIC_LIMIT = 64
+
+
 def _simplify(dnf: _Dnf) -> _Dnf:
     """Exact rewrites that keep a DNF small and recognisable."""
     if any(len(c) == 0 for c in dnf):
         return _everything()
-    if len(dnf) > 2 * MAX_CLAUSES:
-        return dnf
-    clauses = [_merge_in_clause(c) for c in dnf]
+    clauses = [_merge_in_clause(c) for c in dnf if not _contradictory(c)]
     for _ in range(8):
-        changed = _complete_nulls(clauses)
-        changed = _merge_equalities(clauses) or changed
-        changed = _drop_implying(clauses) or changed
+        changed = _merge_equalities(clauses)  # linear: always affordable
+        if len(clauses) <= _QUADRATIC_LIMIT:  # the other rewrites are quadratic
+            changed = _complete_nulls(clauses) or changed
+            changed = _drop_implying(clauses) or changed
         if any(len(c) == 0 for c in clauses):
             return _everything()
         if not changed:
@@ -1292,7 +1339,7 @@ class _Converter:
             name = self.column(node)
             if name is None or not pa.types.is_boolean(_value_type(self.schema.field(name).type)):
                 return _UNKNOWN
-            return _Bounds([(self.term(name, "==", True),)], [(self.term(name, "==", False),)])
+            return _exact([(self.term(name, "==", True),)], [(self.term(name, "==", False),)])
         function, args = node.name, node.args
         if function in ("and_kleene", "or_kleene"):
             parts = [self.visit(arg) for arg in _flatten(node, function)]
@@ -1318,10 +1365,10 @@ class _Converter:
         if not (pa.types.is_boolean(scalar.type) or pa.types.is_null(scalar.type)):
             return _UNKNOWN
         if not scalar.is_valid:
-            return _Bounds(_nothing(), _nothing())
+            return _exact(_nothing(), _nothing())
         if scalar.as_py():
-            return _Bounds(_everything(), _nothing())
-        return _Bounds(_nothing(), _everything())
+            return _exact(_everything(), _nothing())
+        return _exact(_nothing(), _everything())
 
     def visit_comparison(self, function: str, left: _Node, right: _Node) -> _Bounds:
         name, scalar = self.column(left), self.literal(right)
@@ -1332,7 +1379,7 @@ class _Converter:
             return _UNKNOWN
         op = _CMP_OP[function]
         if not scalar.is_valid:  # a comparison with null is null: never true nor false
-            return _Bounds(_nothing(), _nothing())
+            return _exact(_nothing(), _nothing())
         not_null = self.term(name, "!=", None)
         py = _scalar_py(scalar)
         if isinstance(py, float) and math.isnan(py):
@@ -1420,7 +1467,7 @@ class _Converter:
         """
         t, f = _simplify(true), _simplify(false)
         if nan_in == null_in or not _is_floating(self.schema.field(name).type):
-            return _Bounds(t, f)
+            return _exact(t, f)
         t_exact = f_exact = True
         nan_rows: _Dnf = [(self.term(name, "==", None),)]
         if nan_in == "T":
@@ -1431,7 +1478,7 @@ class _Converter:
             t_exact = False  # the formula selects NaN rows as well
         elif null_in == "F":
             f_exact = False
-        return _Bounds(t, f, t_exact, f_exact)
+        return _Bounds((t, t_exact), (f, f_exact))
 
 
 def _scalar_py(scalar: Any) -> Any:
@@ -1479,37 +1526,43 @@ def _flatten(node: _Call, function: str) -> list[_Node]:
 
 def _kleene(parts: Sequence[_Bounds], *, conjunction: bool) -> _Bounds:
     """Kleene AND / OR of ``parts``."""
-    combine_t, combine_f = (_and_all, _or_all) if conjunction else (_or_all, _and_all)
-    t, t_ok = combine_t([p.t for p in parts])
-    f, f_ok = combine_f([p.f for p in parts])
-    return _Bounds(
-        t, f, t_ok and all(p.t_exact for p in parts), f_ok and all(p.f_exact for p in parts)
-    )
+
+    def side(which: Callable[[_Bounds], _Side], combine: Callable[[list[_Dnf]], _Side]) -> _Side:
+        sides = [which(p) for p in parts]
+        dnf, ok = combine([dnf for dnf, _ in sides])
+        return dnf, ok and all(exact for _, exact in sides)
+
+    if conjunction:
+        return _Bounds(lambda: side(_Bounds.t, _and_all), lambda: side(_Bounds.f, _or_all))
+    return _Bounds(lambda: side(_Bounds.t, _or_all), lambda: side(_Bounds.f, _and_all))
+
+
+_STRICT_TRUTH = {
+    # function: (combinations giving true, combinations giving false)
+    "and": (("tt",), ("tf", "ft", "ff")),
+    "or": (("tt", "tf", "ft"), ("ff",)),
+    "xor": (("tf", "ft"), ("tt", "ff")),
+}
 
 
 def _strict(function: str, a: _Bounds, b: _Bounds) -> _Bounds:
     """Non-Kleene ``and`` / ``or`` / ``xor``: null whenever a side is null."""
-    sides = {"t": (a.t, a.t_exact), "f": (a.f, a.f_exact)}
-    others = {"t": (b.t, b.t_exact), "f": (b.f, b.f_exact)}
 
-    def union(*pairs: str) -> tuple[_Dnf, bool]:
+    def side(combinations: tuple[str, ...]) -> _Side:
         products = []
         exact = True
-        for pair in pairs:
-            (x, x_exact), (y, y_exact) = sides[pair[0]], others[pair[1]]
+        for combination in combinations:
+            left, right = combination[0], combination[1]
+            x, x_exact = a.t() if left == "t" else a.f()
+            y, y_exact = b.t() if right == "t" else b.f()
             product, ok = _and(x, y)
             products.append(product)
             exact = exact and ok and x_exact and y_exact
         merged, ok = _or_all(products)
         return merged, exact and ok
 
-    truth = {
-        "and": (("tt",), ("tf", "ft", "ff")),
-        "or": (("tt", "tf", "ft"), ("ff",)),
-        "xor": (("tf", "ft"), ("tt", "ff")),
-    }[function]
-    (t, t_exact), (f, f_exact) = union(*truth[0]), union(*truth[1])
-    return _Bounds(t, f, t_exact, f_exact)
+    true, false = _STRICT_TRUTH[function]
+    return _Bounds(lambda: side(true), lambda: side(false))
 
 
 def from_expression(expr: pc.Expression, schema: pa.Schema) -> tuple[Predicate | None, bool]:
@@ -1531,7 +1584,7 @@ def from_expression(expr: pc.Expression, schema: pa.Schema) -> tuple[Predicate |
         node = _decode(expr)
     except _UnsupportedExpression:
         return None, False
-    bounds = _Converter(schema).visit(node)
-    if any(len(c) == 0 for c in bounds.t):
-        return None, bounds.t_exact
-    return Predicate(tuple(bounds.t)), bounds.t_exact
+    dnf, exact = _Converter(schema).visit(node).t()
+    if any(len(c) == 0 for c in dnf):
+        return None, exact
+    return Predicate(tuple(dnf)), exact
