@@ -88,8 +88,8 @@ def _filter_error(text: str, pos: int, message: str) -> InvalidPredicateError:
     )
 
 
-def _tokenize(text: str) -> list[_Token]:
-    tokens = []
+def _tokenize(text: str) -> Iterator[_Token]:
+    """Tokens on demand, so the first error reported is the leftmost one."""
     pos = 0
     while pos < len(text):
         match = _TOKEN_RE.match(text, pos)
@@ -100,12 +100,10 @@ def _tokenize(text: str) -> list[_Token]:
             if char == "`":
                 raise _filter_error(text, pos, "unterminated `quoted column name`")
             raise _filter_error(text, pos, f"unexpected character {char!r}")
-        kind = match.lastgroup or ""
-        if kind != "ws":
-            tokens.append(_Token(kind, match.group(), pos))
+        if match.lastgroup != "ws":
+            yield _Token(match.lastgroup or "", match.group(), pos)
         pos = match.end()
-    tokens.append(_Token("end", "", len(text)))
-    return tokens
+    yield _Token("end", "", len(text))
 
 
 def _decode_string(token: str) -> str:
@@ -133,17 +131,20 @@ class _FilterParser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.tokens = _tokenize(text)
-        self.i = 0
+        self.current: _Token | None = None
 
     def error(self, message: str, token: _Token | None = None) -> InvalidPredicateError:
         return _filter_error(self.text, (token or self.peek()).pos, message)
 
     def peek(self) -> _Token:
-        return self.tokens[self.i]
+        if self.current is None:
+            self.current = next(self.tokens)
+        return self.current
 
     def take(self) -> _Token:
-        token = self.tokens[self.i]
-        self.i = min(self.i + 1, len(self.tokens) - 1)
+        token = self.peek()
+        if token.kind != "end":
+            self.current = None
         return token
 
     def keyword(self, word: str) -> bool:

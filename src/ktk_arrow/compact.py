@@ -94,7 +94,11 @@ def plan_compaction(
     partitions: Any = None,
     target_rows_per_file: int = DEFAULT_MAX_ROWS_PER_FILE,
 ) -> list[CompactionGroup]:
-    """The partitions worth compacting: merging their small files yields fewer files."""
+    """The partitions worth compacting: merging their small files yields fewer files.
+
+    Files keep the order the metadata lists them in (commit order), so merged
+    files hold the rows in the order they were written.
+    """
     selected = _selected_labels(meta, partitions)
     by_dir: dict[str, list[FileEntry]] = {}
     for entry in meta.files.values():
@@ -108,7 +112,6 @@ def plan_compaction(
         total = None if any(r is None for r in rows) else sum(r or 0 for r in rows)
         if total is not None and math.ceil(total / target_rows_per_file) >= len(entries):
             continue  # merging would not reduce the file count
-        entries.sort(key=lambda e: e.label)
         groups.append(CompactionGroup(directory, tuple(entries), total))
     return groups
 
@@ -135,7 +138,7 @@ def _plain_type(t: pa.DataType) -> pa.DataType:
 
 
 def _read_group(store: Store, meta: DatasetMetadata, group: CompactionGroup) -> Iterator[pa.Table]:
-    """Each file of ``group`` with its partition columns restored, in label order."""
+    """Each file of ``group`` with its partition columns restored."""
     assert meta.schema is not None
     fs = store.arrow_filesystem()
     for entry in group.files:
