@@ -418,7 +418,7 @@ def _new_indices(
                 raise CommitConflictError(
                     f"dataset {dataset_uuid!r} changed while the index on {column!r} was built"
                 )
-            merged = change.index_full[column]
+            merged = spec_index.as_index(change.index_full[column])
         else:
             delta = change.index_delta.get(column, {})
             if not removed and not delta:
@@ -434,8 +434,7 @@ def _new_indices(
                     "the new data must be indexed on it too"
                 )
             merged = spec_index.merge(spec_index.remove_labels(current, removed), delta)
-        merged = {v: labels & set(files) for v, labels in merged.items()}
-        merged = {v: labels for v, labels in merged.items() if labels}
+        merged = spec_index.as_index(merged).only_labels(list(files))
         value_type = schema.field(column).type if schema is not None else pa.string()
         key = keys.index_key(dataset_uuid, column, now, uuidlib.uuid4().hex[:8])
         store.put(key, spec_index.to_parquet(column, value_type, merged))

@@ -3,11 +3,16 @@
 An index file is a parquet table with two columns: ``<column>`` (the indexed
 values, in the column's type) and ``partition`` (``list<string>`` of the
 labels of the files holding that value).  Nulls are not indexed.
+
+In memory an index is an :class:`Index`: ``(value, label)`` pairs in Arrow
+arrays, so building, merging and writing an index of a million values stays
+vectorised.  It is also a read-only ``Mapping`` value -> set of labels, built
+lazily, for code that wants Python objects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -17,65 +22,161 @@ import pyarrow.parquet as pq
 from ..errors import CorruptMetadataError
 
 PARTITION_COLUMN = "partition"
-
-IndexMap = dict[Any, set[str]]
-
-
-def values_in(column: pa.ChunkedArray | pa.Array) -> list[Any]:
-    """The distinct non-null values of ``column`` as Python objects."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    if pa.types.is_dictionary(column.type):
-        column = column.dictionary_decode()
-    return [v for v in pc.unique(column).drop_null().to_pylist()]
+_VALUE = "value"
+_LABEL = "label"
 
 
-def add(index: IndexMap, values: Iterable[Any], label: str) -> None:
-    for value in values:
+class Index(Mapping[Any, set[str]]):
+    """value -> labels of the files holding it, as Arrow ``(value, label)`` pairs."""
+
+    def __init__(self, pairs: pa.Table | None = None) -> None:
+        self._chunks: list[pa.Table] = [] if pairs is None else [pairs]
+        self._dict: dict[Any, set[str]] | None = None
+
+    # -- building -----------------------------------------------------------
+    def add(self, values: pa.Array | pa.ChunkedArray | Iterable[Any], label: str) -> None:
+        """Record that the file ``label`` holds ``values`` (nulls ignored)."""
+        array = _unique_values(values)
+        if len(array):
+            labels = pa.array([label] * len(array), type=pa.string())
+            self._chunks.append(pa.table({_VALUE: array, _LABEL: labels}))
+            self._dict = None
+
+    @property
+    def pairs(self) -> pa.Table:
+        """All ``(value, label)`` pairs; duplicates possible, nulls never."""
+        if not self._chunks:
+            return pa.table({_VALUE: pa.array([], pa.null()), _LABEL: pa.array([], pa.string())})
+        if len(self._chunks) > 1:
+            self._chunks = [_concat(self._chunks)]
+        return self._chunks[0]
+
+    # -- Mapping ------------------------------------------------------------
+    def _as_dict(self) -> dict[Any, set[str]]:
+        if self._dict is None:
+            out: dict[Any, set[str]] = {}
+            pairs = self.pairs
+            for value, label in zip(
+                pairs.column(_VALUE).to_pylist(), pairs.column(_LABEL).to_pylist(), strict=True
+            ):
+                out.setdefault(value, set()).add(label)
+            self._dict = out
+        return self._dict
+
+    def __getitem__(self, value: Any) -> set[str]:
+        return self._as_dict()[value]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._as_dict())
+
+    def __len__(self) -> int:
+        return len(self._as_dict())
+
+    def __bool__(self) -> bool:
+        return self.pairs.num_rows > 0
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Index, (self.pairs,))
+
+    # -- set operations -----------------------------------------------------
+    def labels(self) -> set[str]:
+        return set(pc.unique(self.pairs.column(_LABEL)).to_pylist())
+
+    def without_labels(self, labels: Collection[str]) -> Index:
+        if not labels:
+            return self
+        pairs = self.pairs
+        keep = pc.invert(pc.is_in(pairs.column(_LABEL), pa.array(list(labels), pa.string())))
+        return Index(pairs.filter(keep))
+
+    def only_labels(self, labels: Collection[str]) -> Index:
+        pairs = self.pairs
+        keep = pc.is_in(pairs.column(_LABEL), pa.array(list(labels), pa.string()))
+        return Index(pairs.filter(keep))
+
+    def matching(self, column: str, expression: pc.Expression) -> Index:
+        """The pairs whose value satisfies ``expression`` (written on ``column``)."""
+        pairs = self.pairs
+        if not pairs.num_rows:
+            return self
+        view = pa.table({column: pairs.column(_VALUE), _LABEL: pairs.column(_LABEL)})
+        found = view.filter(expression)
+        return Index(pa.table({_VALUE: found.column(column), _LABEL: found.column(_LABEL)}))
+
+
+IndexMap = Index
+
+
+def as_index(mapping: Mapping[Any, Collection[str]]) -> Index:
+    """Any ``value -> labels`` mapping as an :class:`Index`."""
+    if isinstance(mapping, Index):
+        return mapping
+    values, labels = [], []
+    for value, present in mapping.items():
+        if value is None:
+            continue
+        for label in present:
+            values.append(value)
+            labels.append(label)
+    return Index(pa.table({_VALUE: pa.array(values), _LABEL: pa.array(labels, pa.string())}))
+
+
+def values_in(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """The distinct non-null values of ``column``."""
+    return _unique_values(column)
+
+
+def add(index: Any, values: Any, label: str) -> None:
+    """Record ``values`` of file ``label`` in ``index`` (an Index or a plain dict)."""
+    if isinstance(index, Index):
+        index.add(values, label)
+        return
+    for value in _unique_values(values).to_pylist():
         index.setdefault(value, set()).add(label)
 
 
-def merge(base: Mapping[Any, Collection[str]], delta: Mapping[Any, Collection[str]]) -> IndexMap:
-    out: IndexMap = {value: set(labels) for value, labels in base.items()}
-    for value, labels in delta.items():
-        out.setdefault(value, set()).update(labels)
-    return out
+def merge(base: Mapping[Any, Collection[str]], delta: Mapping[Any, Collection[str]]) -> Index:
+    chunks = [as_index(base).pairs, as_index(delta).pairs]
+    chunks = [c for c in chunks if c.num_rows]
+    return Index(_concat(chunks)) if chunks else Index()
 
 
-def remove_labels(index: Mapping[Any, Collection[str]], labels: Collection[str]) -> IndexMap:
-    gone = set(labels)
-    out: IndexMap = {}
-    for value, present in index.items():
-        kept = set(present) - gone
-        if kept:
-            out[value] = kept
-    return out
+def remove_labels(index: Mapping[Any, Collection[str]], labels: Collection[str]) -> Index:
+    return as_index(index).without_labels(labels)
 
 
 def to_parquet(column: str, value_type: pa.DataType, index: Mapping[Any, Collection[str]]) -> bytes:
     if pa.types.is_dictionary(value_type):
         value_type = value_type.value_type
-    values = sorted(index, key=_sort_key)
+    pairs = as_index(index).pairs
+    # one pair per (value, file): each file contributes its distinct values once
+    values = pairs.column(_VALUE)
+    if values.type != value_type:
+        values = values.cast(value_type)
+    grouped = (
+        pa.table({_VALUE: values, _LABEL: pairs.column(_LABEL)})
+        .group_by(_VALUE)
+        .aggregate([(_LABEL, "list")])
+        .sort_by(_VALUE)
+    )
     table = pa.table(
         {
-            column: pa.array(values, type=value_type),
-            PARTITION_COLUMN: pa.array(
-                [sorted(index[v]) for v in values], type=pa.list_(pa.string())
-            ),
+            column: grouped.column(_VALUE),
+            PARTITION_COLUMN: grouped.column(f"{_LABEL}_list"),
         }
     )
+    table = table.cast(
+        pa.schema([pa.field(column, value_type), pa.field(PARTITION_COLUMN, pa.list_(pa.string()))])
+    )
     buf = pa.BufferOutputStream()
-    # pyarrow coerces to "us" only; nanosecond indices are written uncoerced
-    nanos = pa.types.is_timestamp(value_type) and value_type.unit == "ns"
+    unit = "ns" if pa.types.is_timestamp(value_type) and value_type.unit == "ns" else "us"
     pq.write_table(
-        table,
-        buf,
-        coerce_timestamps="us" if pa.types.is_timestamp(value_type) and not nanos else None,
+        table, buf, coerce_timestamps=unit if pa.types.is_timestamp(value_type) else None
     )
     return bytes(buf.getvalue().to_pybytes())
 
 
-def from_parquet(column: str, raw: bytes, value_type: pa.DataType | None = None) -> IndexMap:
+def from_parquet(column: str, raw: bytes, value_type: pa.DataType | None = None) -> Index:
     try:
         table = pq.read_table(pa.BufferReader(raw))
     except (pa.ArrowInvalid, OSError) as exc:
@@ -86,33 +187,49 @@ def from_parquet(column: str, raw: bytes, value_type: pa.DataType | None = None)
         raise CorruptMetadataError(
             f"index file of column {column!r} lacks the columns {column!r} and 'partition'"
         )
-    values = table.column(column)
+    values = table.column(column).combine_chunks()
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
     if value_type is not None:
         if pa.types.is_dictionary(value_type):
             value_type = value_type.value_type
         if values.type != value_type:
             values = values.cast(value_type)
-    out: IndexMap = {}
-    for value, labels in zip(
-        values.to_pylist(), table.column(PARTITION_COLUMN).to_pylist(), strict=True
-    ):
-        if value is None:
-            continue
-        out.setdefault(value, set()).update(labels or ())
-    return out
+    lists = table.column(PARTITION_COLUMN).combine_chunks()
+    labels = pc.list_flatten(lists)
+    parents = pc.list_parent_indices(lists)
+    pairs = pa.table({_VALUE: values.take(parents), _LABEL: labels.cast(pa.string())})
+    return Index(pairs.filter(pc.is_valid(pairs.column(_VALUE))))
 
 
-def from_embedded(raw: Mapping[Any, Collection[str]], value_type: pa.DataType) -> IndexMap:
+def from_embedded(raw: Mapping[Any, Collection[str]], value_type: pa.DataType) -> Index:
     """An index kept inline in old metadata (``{value: [labels]}``, values as text)."""
     if pa.types.is_dictionary(value_type):
         value_type = value_type.value_type
     keys_ = list(raw)
     try:
         typed = pa.array(keys_).cast(value_type).to_pylist()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         typed = keys_
-    return {t: set(raw[k]) for t, k in zip(typed, keys_, strict=True)}
+    return as_index({t: set(raw[k]) for t, k in zip(typed, keys_, strict=True)})
 
 
-def _sort_key(value: Any) -> tuple[int, Any]:
-    return (0, value) if value is not None else (1, 0)
+def _unique_values(values: Any) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    elif not isinstance(values, pa.Array):
+        values = pa.array(list(values))
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    return pc.unique(values).drop_null()
+
+
+def _concat(chunks: list[pa.Table]) -> pa.Table:
+    types = {c.column(_VALUE).type for c in chunks if c.num_rows}
+    if len(types) > 1:
+        target = next(t for t in types if not pa.types.is_null(t))
+        chunks = [
+            c.cast(pa.schema([pa.field(_VALUE, target), pa.field(_LABEL, pa.string())]))
+            for c in chunks
+        ]
+    return pa.concat_tables(chunks, promote_options="default").combine_chunks()
