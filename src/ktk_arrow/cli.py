@@ -498,6 +498,10 @@ def _count(value: int | None) -> str:
     return "unknown" if value is None else f"{value:,}"
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _stamp(value: dt.datetime) -> str:
     return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -739,7 +743,21 @@ def _check_filter(args: argparse.Namespace, predicates: Dnf | None, ds: Kartothe
     except InvalidPredicateError as exc:
         option = "--filter" if args.filter is not None else "--predicates"
         text = args.filter if args.filter is not None else args.predicates
-        raise InvalidPredicateError(f"{option} {text!r}: {exc}") from exc
+        message = str(exc)
+        if args.filter is not None:  # name the term as written, not its DNF position
+            message = re.sub(
+                r"^predicates\[(\d+)\]\[(\d+)\]",
+                lambda m: _term_text(predicates, int(m.group(1)), int(m.group(2))),
+                message,
+            )
+        raise InvalidPredicateError(f"{option} {text!r}: {message}") from exc
+
+
+def _term_text(predicates: Dnf, clause: int, term: int) -> str:
+    try:
+        return f"in {format_filter([[predicates[clause][term]]])!r}"
+    except (IndexError, InvalidArgumentError):
+        return f"predicates[{clause}][{term}]"
 
 
 def _run_sql(ds: KartothekDataset, predicates: Dnf | None, sql: str) -> pa.Table:
@@ -844,7 +862,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         _print_json({"dry_run": args.dry_run, "files": len(doomed), "keys": doomed})
         return 0
     verb = "would delete" if args.dry_run else "deleted"
-    print(f"{verb} {len(doomed)} unreferenced {'file' if len(doomed) == 1 else 'files'}")
+    print(f"{verb} {_plural(len(doomed), 'unreferenced file')}")
     for key in doomed:
         print(f"  {key}")
     return 0
@@ -868,7 +886,9 @@ def cmd_compact(args: argparse.Namespace) -> int:
                 [g.partition_dir or "(root)", str(len(g.files)), _count(g.rows)] for g in groups
             ]
             print(format_rows(["partition", "files", "rows"], rows, [False, True, True]))
-            print(f"would compact {len(groups)} partitions; run without --dry-run to do it")
+            print(
+                f"would compact {_plural(len(groups), 'partition')}; run without --dry-run to do it"
+            )
         return 0
     snap = commit.Snapshot.of(before.commit)
     if groups:
@@ -894,7 +914,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
         print(f"nothing to compact in {args.uuid!r} (version {before.version})")
     else:
         print(
-            f"compacted {len(groups)} partitions of {args.uuid!r}: {snap.files_removed} files "
+            f"compacted {_plural(len(groups), 'partition')} of {args.uuid!r}: "
+            f"{snap.files_removed} files "
             f"-> {snap.files_added}; the dataset has {result['files_after']} files "
             f"(was {result['files_before']}), version {snap.version}"
         )
