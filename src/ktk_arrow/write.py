@@ -368,7 +368,9 @@ class FileWriter:
         self.row_group_size = row_group_size
         self.max_rows_per_file = max_rows_per_file
         self.entries: list[FileEntry] = []
-        self.index_delta: dict[str, spec_index.IndexMap] = {c: {} for c in plan.indices}
+        self.index_delta: dict[str, spec_index.IndexMap] = {
+            c: spec_index.Index() for c in plan.indices
+        }
         self._fs = store.arrow_filesystem()
         self._made_dirs: set[str] = set()
 
@@ -649,7 +651,7 @@ def build_indices(store: Store, dataset_uuid: str, columns: Sequence[str]) -> Sn
     """Index ``columns`` over every file of the latest snapshot, as one commit."""
     base = committer.load(store, dataset_uuid)
     check_index_columns(base, columns)
-    full: dict[str, spec_index.IndexMap] = {c: {} for c in columns}
+    full: dict[str, spec_index.IndexMap] = {c: spec_index.Index() for c in columns}
     for entry in base.files.values():
         for column, values in index_values(store, entry, columns).items():
             spec_index.add(full[column], values, entry.label)
