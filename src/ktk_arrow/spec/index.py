@@ -169,10 +169,9 @@ def to_parquet(column: str, value_type: pa.DataType, index: Mapping[Any, Collect
         pa.schema([pa.field(column, value_type), pa.field(PARTITION_COLUMN, pa.list_(pa.string()))])
     )
     buf = pa.BufferOutputStream()
-    unit = "ns" if pa.types.is_timestamp(value_type) and value_type.unit == "ns" else "us"
-    pq.write_table(
-        table, buf, coerce_timestamps=unit if pa.types.is_timestamp(value_type) else None
-    )
+    # parquet keeps nanoseconds only when asked for nothing ("ns" is not a coercion)
+    nanos = pa.types.is_timestamp(value_type) and value_type.unit == "ns"
+    pq.write_table(table, buf, coerce_timestamps=None if nanos else "us")
     return bytes(buf.getvalue().to_pybytes())
 
 
