@@ -1030,9 +1030,37 @@ def _nothing() -> _Dnf:
     return []
 
 
-# One side of a condition: the rows it selects, and whether that is exact
-# (False: a superset).
-_Side = tuple[_Dnf, bool]
+@dataclass(frozen=True)
+class _Error:
+    """Where a converted side may select rows that Arrow's filter does not.
+
+    Exact when empty; ``null_rows_of``: only rows where one of these columns
+    is null or NaN (NaN is a null here, not in Arrow); ``anywhere``: no bound.
+    """
+
+    anywhere: bool = False
+    null_rows_of: frozenset[str] = frozenset()
+
+    @property
+    def exact(self) -> bool:
+        return not self.anywhere and not self.null_rows_of
+
+    def __or__(self, other: _Error) -> _Error:
+        if self.anywhere or other.anywhere:
+            return _ANYWHERE
+        return _Error(False, self.null_rows_of | other.null_rows_of)
+
+
+_EXACT = _Error()
+_ANYWHERE = _Error(anywhere=True)
+
+
+@dataclass(frozen=True)
+class _Side:
+    """The rows one side of a condition selects: exact, or a superset by ``error``."""
+
+    dnf: _Dnf
+    error: _Error = _EXACT
 
 
 class _Bounds:
@@ -1065,10 +1093,49 @@ class _Bounds:
 
 
 def _exact(t: _Dnf, f: _Dnf) -> _Bounds:
-    return _Bounds((t, True), (f, True))
+    return _Bounds(_Side(t), _Side(f))
 
 
-_UNKNOWN = _Bounds(([()], False), ([()], False))
+_UNKNOWN = _Bounds(_Side([()], _ANYWHERE), _Side([()], _ANYWHERE))
+
+
+def _selects_all_nulls(dnf: _Dnf, column: str) -> bool:
+    """Does some clause select every row where ``column`` is null?"""
+    return any(
+        clause and all(t.column == column and _matches_null(t) for t in clause) for clause in dnf
+    )
+
+
+def _rejects_all_nulls(dnf: _Dnf, column: str) -> bool:
+    """Does every clause reject the rows where ``column`` is null?"""
+    return all(any(t.column == column and not _matches_null(t) for t in c) for c in dnf)
+
+
+def _combine(sides: Sequence[_Side], *, conjunction: bool) -> _Side:
+    """AND / OR of sides, tracking where the result may be a superset.
+
+    A side that is a superset only on the null rows of ``c`` stays exact
+    when an exact sibling settles those rows: under AND one that rejects
+    every null of ``c``, under OR one that selects every null of ``c``.
+    """
+    dnf, ok = (_and_all if conjunction else _or_all)([side.dnf for side in sides])
+    if not ok:
+        return _Side(dnf, _ANYWHERE)
+    settles = _rejects_all_nulls if conjunction else _selects_all_nulls
+    error = _EXACT
+    for i, side in enumerate(sides):
+        if side.error.anywhere:
+            return _Side(dnf, _ANYWHERE)
+        unsettled = frozenset(
+            column
+            for column in side.error.null_rows_of
+            if not any(
+                j != i and other.error.exact and settles(other.dnf, column)
+                for j, other in enumerate(sides)
+            )
+        )
+        error = error | _Error(False, unsettled)
+    return _Side(dnf, error)
 
 
 def _merge_clause(a: tuple[Term, ...], b: tuple[Term, ...]) -> tuple[Term, ...]:
@@ -1148,8 +1215,23 @@ def _as_set(term: Term) -> frozenset[Any] | None:
     return None
 
 
+def _relaxed(term: Term) -> Term | None:
+    """``term`` OR ``column IS NULL`` as one term; None for "always true"."""
+    if term.op == "!=" and term.value is None:
+        return None
+    if term.op == "not in" and None in term.value:
+        rest = term.value - {None}
+        return Term(term.column, "not in", rest, term.type) if rest else None
+    return term
+
+
 def _complete_nulls(clauses: list[tuple[Term, ...]]) -> bool:
-    """``(A and x != None and B) or (A and x == None)`` -> drop ``x != None``."""
+    """``(A and B and t) or (A and x == None)`` -> ``(A and B and (t or x == None)) or ...``
+
+    for a term ``t`` on ``x`` that rejects nulls only by an explicit
+    ``!= None`` / ``not in (..., None)``: the rows that relaxing ``t`` adds
+    are selected by the other clause anyway.
+    """
     changed = False
     sets = [frozenset(c) for c in clauses]
     for j, other in enumerate(clauses):
@@ -1157,13 +1239,35 @@ def _complete_nulls(clauses: list[tuple[Term, ...]]) -> bool:
             if null_term.op != "==" or null_term.value is not None:
                 continue
             rest = sets[j] - {null_term}
-            not_null = Term(null_term.column, "!=", None, null_term.type)
             for i, clause in enumerate(clauses):
-                if i != j and not_null in sets[i] and rest <= sets[i]:
-                    clauses[i] = tuple(t for t in clause if t != not_null)
-                    sets[i] = frozenset(clauses[i])
+                if i == j or not rest <= sets[i]:
+                    continue
+                new: list[Term] = []
+                for term in clause:
+                    relaxed = _relaxed(term) if term.column == null_term.column else term
+                    if relaxed is not None:
+                        new.append(relaxed)
+                if tuple(new) != clause:
+                    clauses[i] = tuple(new)
+                    sets[i] = frozenset(new)
                     changed = True
     return changed
+
+
+def _normalize_term(term: Term) -> Term | None:
+    """Canonical spelling; None for a term that is always true (``not in ()``)."""
+    if term.op in _SET_OPS and len(term.value) <= 1:
+        if term.op == "not in" and not term.value:
+            return None
+        if term.value:
+            (value,) = term.value
+            return Term(term.column, "==" if term.op == "in" else "!=", value, term.type)
+    return term
+
+
+def _normalize_clause(clause: tuple[Term, ...]) -> tuple[Term, ...]:
+    merged = _merge_in_clause(clause)
+    return tuple(t for t in (_normalize_term(term) for term in merged) if t is not None)
 
 
 def _merge_equalities(clauses: list[tuple[Term, ...]]) -> bool:
@@ -1248,9 +1352,12 @@ def _simplify(dnf: _Dnf) -> _Dnf:
     """Exact rewrites that keep a DNF small and recognisable."""
     if any(len(c) == 0 for c in dnf):
         return _everything()
-    clauses = [_merge_in_clause(c) for c in dnf if not _contradictory(c)]
+    clauses = [c for c in dnf if not _contradictory(c)]
     for _ in range(8):
-        changed = _merge_equalities(clauses)  # linear: always affordable
+        normalized = [_normalize_clause(c) for c in clauses]
+        changed = normalized != clauses
+        clauses = normalized
+        changed = _merge_equalities(clauses) or changed  # linear: always affordable
         if len(clauses) <= _QUADRATIC_LIMIT:  # the other rewrites are quadratic
             changed = _complete_nulls(clauses) or changed
             changed = _drop_implying(clauses) or changed
@@ -1388,6 +1495,19 @@ class _Converter:
             if op == "!=":
                 return self.leaf(name, valid, [], null_in="N", nan_in="T")
             return self.leaf(name, [], valid, null_in="N", nan_in="F")
+        if (
+            isinstance(py, float)
+            and math.isfinite(py)
+            and not py.is_integer()
+            and pa.types.is_integer(_value_type(self.schema.field(name).type))
+        ):
+            # an int column against 1.5: a < 1.5 is a <= 1, a > 1.5 is a >= 2
+            if op == "==":
+                return self.leaf(name, [], [(not_null,)], null_in="N", nan_in="F")
+            if op == "!=":
+                return self.leaf(name, [(not_null,)], [], null_in="N", nan_in="T")
+            op, py = ("<=", math.floor(py)) if op in ("<", "<=") else (">=", math.ceil(py))
+            scalar = pa.scalar(py)
         try:
             value = self.coerce(name, scalar)
         except _CoercionError:
@@ -1468,17 +1588,18 @@ class _Converter:
         t, f = _simplify(true), _simplify(false)
         if nan_in == null_in or not _is_floating(self.schema.field(name).type):
             return _exact(t, f)
-        t_exact = f_exact = True
+        t_error = f_error = _EXACT
         nan_rows: _Dnf = [(self.term(name, "==", None),)]
+        on_nulls = _Error(False, frozenset([name]))
         if nan_in == "T":
-            t, t_exact = _or_all([t, nan_rows])[0], False
+            t, t_error = _or_all([t, nan_rows])[0], on_nulls
         elif nan_in == "F":
-            f, f_exact = _or_all([f, nan_rows])[0], False
+            f, f_error = _or_all([f, nan_rows])[0], on_nulls
         if null_in == "T":
-            t_exact = False  # the formula selects NaN rows as well
+            t_error = on_nulls  # the formula selects NaN rows as well
         elif null_in == "F":
-            f_exact = False
-        return _Bounds((t, t_exact), (f, f_exact))
+            f_error = on_nulls
+        return _Bounds(_Side(t, t_error), _Side(f, f_error))
 
 
 def _scalar_py(scalar: Any) -> Any:
@@ -1527,14 +1648,10 @@ def _flatten(node: _Call, function: str) -> list[_Node]:
 def _kleene(parts: Sequence[_Bounds], *, conjunction: bool) -> _Bounds:
     """Kleene AND / OR of ``parts``."""
 
-    def side(which: Callable[[_Bounds], _Side], combine: Callable[[list[_Dnf]], _Side]) -> _Side:
-        sides = [which(p) for p in parts]
-        dnf, ok = combine([dnf for dnf, _ in sides])
-        return dnf, ok and all(exact for _, exact in sides)
+    def side(which: Callable[[_Bounds], _Side], conj: bool) -> _Side:
+        return _combine([which(p) for p in parts], conjunction=conj)
 
-    if conjunction:
-        return _Bounds(lambda: side(_Bounds.t, _and_all), lambda: side(_Bounds.f, _or_all))
-    return _Bounds(lambda: side(_Bounds.t, _or_all), lambda: side(_Bounds.f, _and_all))
+    return _Bounds(lambda: side(_Bounds.t, conjunction), lambda: side(_Bounds.f, not conjunction))
 
 
 _STRICT_TRUTH = {
@@ -1550,16 +1667,11 @@ def _strict(function: str, a: _Bounds, b: _Bounds) -> _Bounds:
 
     def side(combinations: tuple[str, ...]) -> _Side:
         products = []
-        exact = True
         for combination in combinations:
-            left, right = combination[0], combination[1]
-            x, x_exact = a.t() if left == "t" else a.f()
-            y, y_exact = b.t() if right == "t" else b.f()
-            product, ok = _and(x, y)
-            products.append(product)
-            exact = exact and ok and x_exact and y_exact
-        merged, ok = _or_all(products)
-        return merged, exact and ok
+            x = a.t() if combination[0] == "t" else a.f()
+            y = b.t() if combination[1] == "t" else b.f()
+            products.append(_combine([x, y], conjunction=True))
+        return _combine(products, conjunction=False)
 
     true, false = _STRICT_TRUTH[function]
     return _Bounds(lambda: side(true), lambda: side(false))
@@ -1584,7 +1696,7 @@ def from_expression(expr: pc.Expression, schema: pa.Schema) -> tuple[Predicate |
         node = _decode(expr)
     except _UnsupportedExpression:
         return None, False
-    dnf, exact = _Converter(schema).visit(node).t()
-    if any(len(c) == 0 for c in dnf):
-        return None, exact
-    return Predicate(tuple(dnf)), exact
+    side = _Converter(schema).visit(node).t()
+    if any(len(c) == 0 for c in side.dnf):
+        return None, side.error.exact
+    return Predicate(tuple(side.dnf)), side.error.exact
