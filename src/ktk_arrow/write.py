@@ -213,9 +213,10 @@ class PreparedWrite:
         ``schema`` is the writers' schema (``None`` when no writer saw data).
         The caller deletes the files if this raises.
         """
+        if not entries and allow_empty and self.base is not None and self.delete_scope is None:
+            # no file written (the writers' schema is the base's when it exists): a no-op
+            return Snapshot.of(self.base.commit)
         if schema is None:
-            if allow_empty and self.base is not None and self.delete_scope is None:
-                return Snapshot.of(self.base.commit)
             if not (self.mode == "overwrite" and self.delete_scope is not None) and (
                 not self.schema_given
             ):
