@@ -1,0 +1,643 @@
+"""What the Dask facades share: planned read parts, and parallel writes with one commit.
+
+Reading: the driver plans (prunes files by partition values and indices) and
+cuts the surviving files into :class:`ReadPart` s, one per Dask partition;
+a :class:`PartReader` turns a part into a DataFrame on any worker.  Parts
+carry a metadata record reduced to their own files, so a graph of N parts
+ships O(N) metadata, not O(N²).
+
+Writing: :func:`prepare` validates the write against the dataset's latest
+state on the driver.  Every Dask task then runs :func:`write_part`: it
+writes its data's parquet files with a :class:`~ktk_arrow.write.FileWriter`
+and returns a :class:`PartResult` (file entries, index delta, schema) —
+never raising: a failure is returned too, after the task deleted its own
+files.  :meth:`DistributedWrite.finish` then makes ONE commit of everything
+(atomic and concurrent-safe through the committer), or deletes every file
+written and raises the first failure.  File names start with the write's
+id, so files of tasks that died mid-way can be found and deleted as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import traceback
+import uuid as uuidlib
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset
+
+from .. import arrow, commit, write
+from .._optional import import_optional
+from ..errors import InvalidArgumentError, KtkError, SchemaMismatchError
+from ..planning import FileTask
+from ..spec import index as spec_index
+from ..spec import keys
+from ..spec.metadata import DatasetMetadata, FileEntry
+from ..storage import Store
+from . import _common
+from .iter import iter_frames
+
+dask = import_optional("dask", extra="dask")
+dask_delayed = import_optional("dask.delayed", extra="dask")
+dask_threaded = import_optional("dask.threaded", extra="dask")
+
+#: the hash-bucket column a shuffled write groups by (dropped before writing)
+BUCKET_COLUMN = "__KTK_HASH_BUCKET"
+
+
+# -- reading -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReadPart:
+    """The files of one output partition, and the rows of them it keeps."""
+
+    metadata: DatasetMetadata  # reduced to ``tasks``' files
+    tasks: tuple[FileTask, ...]
+    #: dispatch_by on an indexed column: only the rows with the group's values
+    group_filter: pc.Expression | None = None
+    #: the group's values (dispatch_by / dask_index_on), in dispatch order
+    group: tuple[Any, ...] = ()
+
+
+class PartReader:
+    """Reads one :class:`ReadPart` as a DataFrame (the function of Dask's ``from_map``).
+
+    It has a ``columns=`` keyword, so Dask's optimizer pushes column
+    selections into the read.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        columns: list[str],
+        *,
+        row_filter: pc.Expression | None,
+        categoricals: Sequence[str],
+        dates_as_object: bool,
+        categories: Mapping[str, pd.CategoricalDtype],
+        index_on: str | None = None,
+    ) -> None:
+        self.store = store
+        self.columns = columns
+        self.row_filter = row_filter
+        self.categoricals = list(categoricals)
+        self.dates_as_object = dates_as_object
+        self.categories = dict(categories)
+        self.index_on = index_on
+
+    def __call__(self, part: ReadPart, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        wanted = self.columns if columns is None else [c for c in self.columns if c in columns]
+        read = list(wanted)
+        if self.index_on is not None and self.index_on not in read:
+            read.append(self.index_on)
+        dataset_ = arrow.KartothekDataset(self.store, part.metadata, list(part.tasks))
+        row_filter = self.row_filter
+        if part.group_filter is not None:
+            row_filter = part.group_filter if row_filter is None else row_filter & part.group_filter
+        # the part is planned already: scan it without planning again
+        table = pa.dataset.FileSystemDataset.to_table(dataset_, columns=read, filter=row_filter)
+        df = frame(
+            table,
+            categoricals=self.categoricals,
+            dates_as_object=self.dates_as_object,
+            categories=self.categories,
+        )
+        if self.index_on is not None:
+            df = df.set_index(self.index_on)
+        return df[wanted]
+
+
+def frame(
+    table: pa.Table,
+    *,
+    categoricals: Sequence[str],
+    dates_as_object: bool,
+    categories: Mapping[str, pd.CategoricalDtype],
+) -> pd.DataFrame:
+    """kartothek's pandas conventions, with dataset-wide categories for indexed columns."""
+    df = _common.to_pandas(table, categoricals=categoricals, dates_as_object=dates_as_object)
+    for name, dtype in categories.items():
+        if name in df.columns:
+            df[name] = df[name].astype(dtype.categories.dtype).astype(dtype)
+    return df
+
+
+@dataclass
+class ReadPlan:
+    """Everything a Dask read needs, decided on the driver without reading data."""
+
+    dataset: arrow.KartothekDataset
+    parts: list[ReadPart]
+    reader: PartReader
+    meta: pd.DataFrame
+    #: dask divisions, when ``index_on`` gives known ones
+    divisions: list[Any] | None = None
+
+
+def plan_read(
+    store: Any,
+    dataset_uuid: str | None,
+    *,
+    columns: Any = None,
+    predicates: Any = None,
+    categoricals: Sequence[str] | None = None,
+    dates_as_object: bool = True,
+    dispatch_by: Sequence[str] | None = None,
+    index_on: str | None = None,
+    factory: Any = None,
+    table: str = "table",
+) -> ReadPlan:
+    """Open the dataset, prune its files, group them into parts and build the meta."""
+    if table != "table":
+        raise InvalidArgumentError(
+            f"table={table!r}: kartothek v4 datasets have one table named 'table'"
+        )
+    if dataset_uuid is None:
+        raise InvalidArgumentError("dataset_uuid is required")
+    if isinstance(dispatch_by, str):
+        dispatch_by = [dispatch_by]
+    resolved = _common.store_of(store, factory)
+    ds = _common.open_dataset(resolved, dataset_uuid, predicates)
+    cols = _common.column_list(columns)
+    _common.check_columns(ds, cols, "columns")
+    cats = list(categoricals or [])
+    _common.check_columns(ds, cats, "categoricals")
+    if cols is None:
+        cols = list(ds.schema.names)
+    narrowed = ds._narrowed(predicates) if predicates is not None else ds
+    row_filter = narrowed._arrow_filter(predicates) if predicates is not None else None
+    group_by = [index_on] if index_on is not None else list(dispatch_by or [])
+    if group_by:
+        parts = _group_parts(narrowed, group_by)
+    else:
+        tasks = sorted(narrowed.tasks, key=lambda t: t.label)
+        parts = [ReadPart(_slim(narrowed.metadata, [t]), (t,)) for t in tasks]
+    categories = _index_categories(ds, cats)
+    divisions = None
+    if index_on is None:
+        meta = _meta(ds, cols, cats, dates_as_object, categories)
+    else:
+        # plateau's set_index(dask_index_on): the column becomes the index
+        cols = [c for c in cols if c != index_on]
+        meta = _meta(ds, [*cols, index_on], cats, dates_as_object, categories)
+        meta = meta.set_index(index_on)
+        divisions = _divisions(ds, index_on, parts, dates_as_object)
+    reader = PartReader(
+        resolved,
+        cols,
+        row_filter=row_filter,
+        categoricals=cats,
+        dates_as_object=dates_as_object,
+        categories=categories,
+        index_on=index_on,
+    )
+    return ReadPlan(ds, parts, reader, meta, divisions)
+
+
+def _slim(meta: DatasetMetadata, tasks: Sequence[FileTask]) -> DatasetMetadata:
+    """``meta`` with only the files of ``tasks``: what a worker needs to read them."""
+    return replace(
+        meta,
+        files={t.label: meta.files[t.label] for t in tasks},
+        indices={},
+        user_metadata={},
+    )
+
+
+def _sort_key(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple((v is None, v if v is not None else 0) for v in values)
+
+
+def _group_parts(ds: arrow.KartothekDataset, group_by: list[str]) -> list[ReadPart]:
+    """One part per distinct combination of ``group_by`` values (plateau's ``dispatch_by``).
+
+    Partition keys group whole files; for secondary-index columns a file joins
+    every group whose value it holds (per the index) and the part keeps only
+    that value's rows.  Rows with a null in an indexed column belong to no
+    group, as in plateau (nulls are not indexed).
+    """
+    meta = ds.metadata
+    unknown = [c for c in group_by if c not in meta.partition_keys and c not in meta.indices]
+    if unknown:
+        raise InvalidArgumentError(
+            f"cannot dispatch by columns {unknown}: only partition keys "
+            f"{list(meta.partition_keys)} and indexed columns {sorted(meta.indices)} can be used"
+        )
+    by_label = {t.label: t for t in ds.tasks}
+    value_sets: dict[str, dict[str, list[Any]]] = {}
+    for column in group_by:
+        if column in meta.partition_keys:
+            continue
+        per_label: dict[str, list[Any]] = {}
+        for value, labels in commit.read_index(ds.store, meta, column).items():
+            for label in labels:
+                if label in by_label:
+                    per_label.setdefault(label, []).append(value)
+        value_sets[column] = per_label
+    groups: dict[tuple[Any, ...], list[FileTask]] = {}
+    for label in sorted(by_label):
+        task = by_label[label]
+        combos: list[tuple[Any, ...]] = [()]
+        for column in group_by:
+            if column in meta.partition_keys:
+                options = [task.partition_values.get(column)]
+            else:
+                options = value_sets[column].get(label, [])
+            combos = [(*c, v) for c in combos for v in options]
+        for combo in combos:
+            groups.setdefault(combo, []).append(task)
+    parts = []
+    for combo in sorted(groups, key=_sort_key):
+        tasks = groups[combo]
+        expr: pc.Expression | None = None
+        for column, value in zip(group_by, combo, strict=True):
+            if column in meta.partition_keys:
+                continue  # whole files: nothing to filter
+            term = pc.field(column) == pa.scalar(value, type=_plain(ds.schema.field(column).type))
+            expr = term if expr is None else expr & term
+        parts.append(ReadPart(_slim(meta, tasks), tuple(tasks), expr, combo))
+    return parts
+
+
+def _plain(t: pa.DataType) -> pa.DataType:
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def _index_categories(
+    ds: arrow.KartothekDataset, categoricals: Sequence[str]
+) -> dict[str, pd.CategoricalDtype]:
+    """Dataset-wide categories for categoricals that are partition keys or indexed (plateau)."""
+    out: dict[str, pd.CategoricalDtype] = {}
+    meta = ds.metadata
+    for column in categoricals:
+        if column in meta.partition_keys:
+            values = {t.partition_values.get(column) for t in ds.tasks}
+        elif column in meta.indices:
+            values = set(commit.read_index(ds.store, meta, column))
+        else:
+            continue
+        ordered = sorted((v for v in values if v is not None), key=lambda v: (v is None, v))
+        arrow_type = _plain(ds.schema.field(column).type)
+        series = pa.array(ordered, type=arrow_type).to_pandas(
+            date_as_object=True, coerce_temporal_nanoseconds=True
+        )
+        out[column] = pd.CategoricalDtype(pd.Index(series), ordered=False)
+    return out
+
+
+def _meta(
+    ds: arrow.KartothekDataset,
+    columns: list[str],
+    categoricals: list[str],
+    dates_as_object: bool,
+    categories: Mapping[str, pd.CategoricalDtype],
+) -> pd.DataFrame:
+    dd = import_optional("dask.dataframe", extra="dask")
+    meta = _common.empty_frame(ds, columns, categoricals, dates_as_object)
+    for name, dtype in categories.items():
+        if name in meta.columns:
+            meta[name] = meta[name].astype(dtype)
+    unknown = [
+        c
+        for c in meta.columns
+        if isinstance(meta[c].dtype, pd.CategoricalDtype) and c not in categories
+    ]
+    if unknown:
+        # per-file categories differ: tell Dask they are unknown
+        meta = dd.utils.clear_known_categories(meta, cols=unknown)
+    return meta
+
+
+def _divisions(
+    ds: arrow.KartothekDataset, column: str, parts: list[ReadPart], dates_as_object: bool
+) -> list[Any] | None:
+    values = [p.group[0] for p in parts]
+    if not values or any(v is None for v in values):
+        return None  # a null group has no place among sorted divisions
+    arrow_type = _plain(ds.schema.field(column).type)
+    series = pa.array(values, type=arrow_type).to_pandas(
+        date_as_object=dates_as_object, coerce_temporal_nanoseconds=True
+    )
+    out = list(series)
+    return [*out, out[-1]]
+
+
+# -- writing -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartTask:
+    """What every write task needs (small and picklable)."""
+
+    writer: write.WriterSpec
+    sort_partitions_by: tuple[str, ...] = ()
+
+    def __dask_tokenize__(self) -> str:
+        return f"ktk-write-{self.writer.name_prefix}{self.sort_partitions_by}"
+
+
+@dataclass
+class PartResult:
+    """What one write task wrote (or why it failed, after deleting its files)."""
+
+    entries: list[FileEntry] = field(default_factory=list)
+    index_delta: dict[str, spec_index.IndexMap] = field(default_factory=dict)
+    schema: pa.Schema | None = None
+    error: BaseException | None = None
+
+
+def write_part(data: Any, task: PartTask) -> PartResult:
+    """Write one task's data as parquet files; never raises (failures are returned)."""
+    writer = task.writer.open()
+    try:
+        for table in _part_tables(data, task):
+            writer.write(table)
+        return PartResult(writer.entries, writer.index_delta, writer.schema)
+    except Exception as exc:
+        writer.abort()
+        return PartResult(error=_portable(exc))
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def write_parts(items: list[Any], task: PartTask) -> list[PartResult]:
+    """``write_part`` for each item of a bag partition."""
+    return [write_part(item, task) for item in items]
+
+
+def _part_tables(data: Any, task: PartTask) -> Iterator[Any]:
+    for item in iter_frames(data):
+        if isinstance(item, pd.DataFrame):
+            if task.sort_partitions_by:
+                item = sort_frame(item, task.sort_partitions_by)
+            if BUCKET_COLUMN in item.columns:
+                for _, group in item.groupby(BUCKET_COLUMN, sort=True, observed=True):
+                    yield from write.iter_tables(group.drop(columns=BUCKET_COLUMN))
+                continue
+        elif task.sort_partitions_by:
+            raise InvalidArgumentError("sort_partitions_by needs pandas DataFrames as input")
+        yield from write.iter_tables(item)
+
+
+def sort_frame(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Sort by ``columns``; categoricals by their values, not their category order (plateau)."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise InvalidArgumentError(
+            f"sort_partitions_by names columns {missing} that are not in the data; "
+            f"columns are {list(df.columns)}"
+        )
+
+    def key(column: pd.Series) -> pd.Series:
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            return column.astype(column.dtype.categories.dtype)
+        return column
+
+    return df.sort_values(list(columns), kind="stable", key=key).reset_index(drop=True)
+
+
+def _portable(exc: Exception) -> Exception:
+    """``exc`` if it survives pickling (to travel back from a worker), else a KtkError."""
+    text = "".join(traceback.format_exception(exc))
+    try:
+        exc.add_note(f"raised in a ktk-arrow write task:\n{text}")
+        pickle.loads(pickle.dumps(exc))
+    except Exception:  # any unpicklable error is replaced
+        return KtkError(f"a write task failed with {type(exc).__name__}: {exc}\n{text}")
+    return exc
+
+
+@dataclass
+class DistributedWrite:
+    """A write planned on the driver, written by many tasks, committed once."""
+
+    prepared: write.PreparedWrite
+    write_id: str
+    metadata: Mapping[str, Any] | None = None
+    allow_empty: bool = False
+
+    def task(self, sort_partitions_by: Sequence[str] | str | None = None) -> PartTask:
+        if isinstance(sort_partitions_by, str):
+            sort_partitions_by = [sort_partitions_by]
+        return PartTask(
+            self.prepared.writer_spec(name_prefix=f"{self.write_id}-"),
+            tuple(sort_partitions_by or ()),
+        )
+
+    def finish(self, results: Sequence[PartResult]) -> DatasetMetadata:
+        """Commit what every task wrote as one snapshot, or delete it all and raise."""
+        results = [r for r in _flatten(results)]
+        written = [e for r in results for e in r.entries]
+        try:
+            failed = [r.error for r in results if r.error is not None]
+            if failed:
+                raise failed[0]
+            schema = unify_schemas([r.schema for r in results])
+            if schema is None and not results:
+                schema = self.prepared.plan.schema
+            delta: dict[str, spec_index.IndexMap] = {c: {} for c in self.prepared.plan.indices}
+            for r in results:
+                for column, index in r.index_delta.items():
+                    delta[column] = spec_index.merge(delta.get(column, {}), index)
+            snap = self.prepared.commit(
+                written, delta, schema, metadata=self.metadata, allow_empty=self.allow_empty
+            )
+        except BaseException:
+            _delete(self.prepared.store, [e.key for e in written])
+            raise
+        return commit.load_version(self.prepared.store, self.prepared.dataset_uuid, snap.version)
+
+    def delete_orphans(self) -> None:
+        """Delete every file of this write (after a failure that lost the tasks' results)."""
+        store = self.prepared.store
+        prefix = keys.table_prefix(self.prepared.dataset_uuid) + "/"
+        with contextlib.suppress(KtkError, OSError):
+            doomed = [
+                info.key
+                for info in store.list(prefix)
+                if info.key.rsplit("/", 1)[-1].startswith(f"{self.write_id}-")
+            ]
+            _delete(store, doomed)
+
+
+def _flatten(results: Sequence[Any]) -> Iterator[PartResult]:
+    for r in results:
+        if isinstance(r, PartResult):
+            yield r
+        else:  # a bag partition's list
+            yield from _flatten(r)
+
+
+def _delete(store: Store, keys_: list[str]) -> None:
+    with contextlib.suppress(KtkError, OSError):  # garbage collection removes what is left
+        store.delete_many(keys_)
+
+
+def unify_schemas(schemas: Sequence[pa.Schema | None]) -> pa.Schema | None:
+    """One dataset schema for files written by independent tasks.
+
+    A column that is all-null in one task takes the type the others found;
+    categorical in some tasks and plain in others gives the plain type.
+    Anything else that differs is a :class:`SchemaMismatchError`.
+    """
+    present = [s for s in schemas if s is not None]
+    if not present:
+        return None
+    first = present[0]
+    for other in present[1:]:
+        if set(other.names) != set(first.names):
+            raise SchemaMismatchError(
+                f"the partitions have different columns: {sorted(first.names)} and "
+                f"{sorted(other.names)}; make every partition have the same columns"
+            )
+    fields = []
+    for name in first.names:
+        types = {s.field(name).type for s in present} - {pa.null()}
+        if len(types) > 1:
+            types = {_plain(t) for t in types}
+        if len(types) > 1:
+            raise SchemaMismatchError(
+                f"column {name!r} has different types in different partitions: "
+                f"{sorted(map(str, types))}; cast it to one type before writing"
+            )
+        fields.append(pa.field(name, types.pop() if types else pa.null()))
+    return pa.schema(fields, metadata=first.metadata)
+
+
+def prepare(
+    store: Any,
+    dataset_uuid: str,
+    *,
+    mode: str,
+    partition_on: Sequence[str] | str | None = None,
+    secondary_indices: Sequence[str] | str | None = None,
+    delete_scope: Sequence[Mapping[str, Any]] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    allow_empty: bool = False,
+) -> DistributedWrite:
+    """Validate a write on the driver, before any task runs."""
+    prepared = write.prepare_write(
+        _common.store_of(store),
+        dataset_uuid,
+        partition_on=partition_on,
+        secondary_indices=secondary_indices,
+        mode=mode,
+        delete_scope=delete_scope,
+    )
+    return DistributedWrite(prepared, uuidlib.uuid4().hex[:16], metadata, allow_empty)
+
+
+# -- the lazy result ----------------------------------------------------------------
+
+
+def _commit_task(results: list[Any], job: _Opaque) -> DatasetMetadata:
+    return job.value.finish(results)
+
+
+class WriteGraph(dask_delayed.Delayed):  # type: ignore[misc,name-defined]
+    """A lazy dataset write; computing it returns the committed ``DatasetMetadata``.
+
+    ``.compute()`` runs the write tasks on the active scheduler (a
+    ``distributed.Client`` if one is active), waits for all of them, and
+    commits once, on this machine.  If any task failed, every file the write
+    produced is deleted and the first failure is raised.
+
+    As a plain Dask collection (``dask.compute(g)``, ``client.compute(g)``,
+    ``persist``), the commit is one final task of the graph; a failure inside
+    a write task still deletes everything, but files of tasks that were cut
+    short by a failing *upstream* task are left to ``garbage_collect_dataset``.
+    """
+
+    __slots__ = ("_job", "_parts")
+
+    def __init__(self, parts: list[Any], job: DistributedWrite) -> None:
+        final = dask.delayed(_commit_task, pure=False)(parts, _Opaque(job))
+        super().__init__(final.key, final.dask)
+        object.__setattr__(self, "_parts", parts)
+        object.__setattr__(self, "_job", job)
+
+    def compute(self, **kwargs: Any) -> DatasetMetadata:  # type: ignore[override]
+        results = compute_all(self._parts, self._job, **kwargs)
+        return self._job.finish(results)
+
+    def __repr__(self) -> str:
+        job = self._job
+        return (
+            f"<WriteGraph dataset={job.prepared.dataset_uuid!r} mode={job.prepared.mode!r} "
+            f"tasks={len(self._parts)}>"
+        )
+
+
+class _Opaque:
+    """Keeps Dask from traversing (and tokenizing) the write job it wraps."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __dask_tokenize__(self) -> str:
+        return f"ktk-write-job-{id(self.value)}"
+
+
+def compute_all(parts: list[Any], job: DistributedWrite, **kwargs: Any) -> list[Any]:
+    """Compute ``parts``; if that raises, wait until no task still runs, clean up, re-raise."""
+    if not parts:
+        return []
+    scheduler = dask.base.get_scheduler(scheduler=kwargs.pop("scheduler", None), collections=parts)
+    client = _client_of(scheduler)
+    if client is not None:
+        return _compute_on_cluster(client, parts, job)
+    own_pool = None
+    if (
+        scheduler is dask_threaded.get
+        and "pool" not in kwargs
+        and not dask.config.get("pool", None)
+    ):
+        # our own pool, so that after a failure we can wait for the tasks still running
+        workers = kwargs.get("num_workers") or dask.config.get("num_workers", None)
+        executor = getattr(dask_threaded, "ContextAwareThreadPoolExecutor", ThreadPoolExecutor)
+        own_pool = executor(workers or dask_threaded.CPU_COUNT)
+        kwargs["pool"] = own_pool
+    try:
+        return list(dask.compute(*parts, scheduler=scheduler, **kwargs))
+    except BaseException:
+        if own_pool is not None:
+            own_pool.shutdown(wait=True)
+        job.delete_orphans()
+        raise
+    finally:
+        if own_pool is not None:
+            own_pool.shutdown(wait=True)
+
+
+def _client_of(scheduler: Any) -> Any:
+    owner = getattr(scheduler, "__self__", None)
+    if owner is not None and type(owner).__name__ == "Client" and hasattr(owner, "compute"):
+        return owner
+    return None
+
+
+def _compute_on_cluster(client: Any, parts: list[Any], job: DistributedWrite) -> list[Any]:
+    distributed = import_optional("distributed", extra="dask")
+    futures = client.compute(parts)
+    distributed.wait(futures)  # every task settled: none can still write a file
+    results, errors = [], []
+    for future in futures:
+        if future.status == "finished":
+            results.append(future.result())
+        else:
+            errors.append(future)
+    if errors:
+        written = [e.key for r in _flatten(results) for e in r.entries]
+        _delete(job.prepared.store, written)
+        job.delete_orphans()  # a worker that died mid-write returned nothing
+        errors[0].result()  # raises the task's error with its traceback
+    return results

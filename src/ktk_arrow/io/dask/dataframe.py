@@ -1,0 +1,309 @@
+"""kartothek's Dask DataFrame API (``plateau.io.dask.dataframe``) on ktk-arrow.
+
+Same function names, argument names and semantics, so a pipeline changes
+one import.  Reading plans on the client (files are pruned by partition
+values and secondary indices before the graph is built; the meta comes from
+the dataset schema, no data is read).  Writing: every Dask partition is
+written by its own task, in parallel; the files become visible in ONE
+atomic, concurrent-safe commit when the returned object is computed, and
+if any task fails every file the write produced is deleted.
+
+Needs ``pip install 'ktk-arrow[dask]'``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..._optional import import_optional
+from ...errors import InvalidArgumentError
+from ...storage import StoreLike
+from .. import _distributed
+from .._distributed import BUCKET_COLUMN, WriteGraph
+
+dask = import_optional("dask", extra="dask")
+dd = import_optional("dask.dataframe", extra="dask")
+
+__all__ = [
+    "hash_dataset",
+    "read_dataset_as_ddf",
+    "store_dataset_from_ddf",
+    "update_dataset_from_ddf",
+]
+
+
+def read_dataset_as_ddf(
+    dataset_uuid: str | None = None,
+    store: StoreLike = None,
+    table: str = "table",
+    columns: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+    predicate_pushdown_to_io: bool = True,
+    categoricals: Sequence[str] | None = None,
+    dates_as_object: bool = True,
+    predicates: Any = None,
+    factory: Any = None,
+    dask_index_on: str | None = None,
+    dispatch_by: Sequence[str] | None = None,
+) -> Any:
+    """The dataset as a ``dask.dataframe.DataFrame``: one partition per file.
+
+    With ``dispatch_by``, one partition per distinct value combination of
+    those columns (partition keys or indexed columns).  With
+    ``dask_index_on`` (a partition key or indexed column), one partition per
+    value, with that column as the index and known divisions.  Categoricals
+    on partition keys and indexed columns get dataset-wide categories.
+    ``predicates`` prune files before the graph is built and filter rows
+    in each task.
+    """
+    if dask_index_on is not None and not isinstance(dask_index_on, str):
+        raise TypeError(
+            f"The parameter `dask_index_on` must be a string but got {type(dask_index_on)}"
+        )
+    if dask_index_on is not None and dispatch_by:
+        raise InvalidArgumentError(
+            "`read_dataset_as_ddf` got parameters `dask_index_on` and `dispatch_by`. "
+            "Note that `dispatch_by` can only be used if `dask_index_on` is None."
+        )
+    plan = _distributed.plan_read(
+        store,
+        dataset_uuid,
+        table=table,
+        columns=columns,
+        predicates=predicates,
+        categoricals=categoricals,
+        dates_as_object=dates_as_object,
+        dispatch_by=dispatch_by,
+        index_on=dask_index_on,
+        factory=factory,
+    )
+    with dask.config.set({"dataframe.convert-string": False}):
+        if not plan.parts:
+            return dd.from_pandas(plan.meta, npartitions=1)
+        return dd.from_map(
+            plan.reader,
+            plan.parts,
+            meta=plan.meta,
+            divisions=plan.divisions,
+            label="read-ktk",
+            enforce_metadata=False,
+        )
+
+
+def store_dataset_from_ddf(
+    ddf: Any,
+    store: StoreLike,
+    dataset_uuid: str,
+    table: str = "table",
+    secondary_indices: Sequence[str] | None = None,
+    shuffle: bool = False,
+    repartition_ratio: float | None = None,
+    num_buckets: int = 1,
+    sort_partitions_by: Sequence[str] | str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    df_serializer: Any = None,
+    metadata_merger: Callable[..., Any] | None = None,
+    metadata_version: int = 4,
+    partition_on: Sequence[str] | None = None,
+    bucket_by: Sequence[str] | str | None = None,
+    overwrite: bool = False,
+) -> WriteGraph:
+    """A lazy write of ``ddf`` as a new dataset (replace it with ``overwrite=True``).
+
+    Compute the result to write and commit; it returns the dataset metadata.
+    Without ``shuffle``, every Dask partition writes one file per
+    ``partition_on`` value it holds.  With ``shuffle=True`` the data is first
+    shuffled so that each ``partition_on`` value ends up in ``num_buckets``
+    files (rows hashed by ``bucket_by``, or by all columns).
+    """
+    _check_args(table, metadata_version)
+    job = _distributed.prepare(
+        store,
+        dataset_uuid,
+        mode="overwrite" if overwrite else "create",
+        partition_on=partition_on,
+        secondary_indices=secondary_indices,
+        metadata=metadata,
+    )
+    return _write_graph(
+        ddf,
+        job,
+        partition_on=partition_on,
+        shuffle=shuffle,
+        repartition_ratio=repartition_ratio,
+        num_buckets=num_buckets,
+        sort_partitions_by=sort_partitions_by,
+        bucket_by=bucket_by,
+    )
+
+
+def update_dataset_from_ddf(
+    ddf: Any,
+    store: StoreLike = None,
+    dataset_uuid: str | None = None,
+    table: str = "table",
+    secondary_indices: Sequence[str] | None = None,
+    shuffle: bool = False,
+    repartition_ratio: float | None = None,
+    num_buckets: int = 1,
+    sort_partitions_by: Sequence[str] | str | None = None,
+    delete_scope: Iterable[Mapping[str, Any]] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    df_serializer: Any = None,
+    metadata_merger: Callable[..., Any] | None = None,
+    default_metadata_version: int = 4,
+    partition_on: Sequence[str] | None = None,
+    factory: Any = None,
+    bucket_by: Sequence[str] | str | None = None,
+) -> WriteGraph:
+    """A lazy append of ``ddf`` (created if missing); compute it to commit.
+
+    With ``delete_scope``, the matched partitions are replaced by the new
+    data in the same commit; ``ddf=None`` only deletes them.
+    """
+    _check_args(table, default_metadata_version)
+    if factory is not None:
+        raise InvalidArgumentError(
+            "factory= (a plateau DatasetFactory) is not supported; pass store= and dataset_uuid="
+        )
+    if dataset_uuid is None:
+        raise InvalidArgumentError("dataset_uuid is required")
+    job = _distributed.prepare(
+        store,
+        dataset_uuid,
+        mode="overwrite" if delete_scope is not None else "append",
+        partition_on=partition_on,
+        secondary_indices=secondary_indices,
+        delete_scope=None if delete_scope is None else list(delete_scope),
+        metadata=metadata,
+        allow_empty=True,
+    )
+    return _write_graph(
+        ddf,
+        job,
+        partition_on=list(job.prepared.plan.partition_keys),
+        shuffle=shuffle,
+        repartition_ratio=repartition_ratio,
+        num_buckets=num_buckets,
+        sort_partitions_by=sort_partitions_by,
+        bucket_by=bucket_by,
+    )
+
+
+def _check_args(table: str, metadata_version: int) -> None:
+    if table != "table":
+        raise InvalidArgumentError(
+            f"table={table!r}: kartothek v4 datasets have one table named 'table'"
+        )
+    if metadata_version != 4:
+        raise InvalidArgumentError(f"metadata_version={metadata_version!r}: only 4 exists")
+
+
+def _write_graph(
+    ddf: Any,
+    job: _distributed.DistributedWrite,
+    *,
+    partition_on: Sequence[str] | None,
+    shuffle: bool,
+    repartition_ratio: float | None,
+    num_buckets: int,
+    sort_partitions_by: Sequence[str] | str | None,
+    bucket_by: Sequence[str] | str | None,
+) -> WriteGraph:
+    task = job.task(sort_partitions_by)
+    if ddf is None:
+        return WriteGraph([], job)
+    if not isinstance(ddf, dd.DataFrame):
+        raise InvalidArgumentError(
+            f"ddf must be a dask.dataframe.DataFrame, got {type(ddf).__name__}"
+        )
+    with dask.config.set({"dataframe.convert-string": False, "dataframe.shuffle.method": "tasks"}):
+        if repartition_ratio:
+            npartitions = max(1, math.ceil(ddf.npartitions / repartition_ratio))
+            ddf = ddf.repartition(npartitions=npartitions)
+        if shuffle:
+            ddf = _shuffle(ddf, list(partition_on or []), num_buckets, bucket_by)
+        written = ddf.map_partitions(
+            _distributed.write_part,
+            task,
+            meta=(None, "object"),
+            enforce_metadata=False,
+            align_dataframes=False,
+        )
+        parts = list(written.to_delayed())
+    return WriteGraph(parts, job)
+
+
+def _shuffle(
+    ddf: Any, partition_on: list[str], num_buckets: int, bucket_by: Sequence[str] | str | None
+) -> Any:
+    """Move rows so that each partition value lands in ``num_buckets`` tasks (plateau)."""
+    if not isinstance(num_buckets, int) or num_buckets < 1:
+        raise InvalidArgumentError(f"num_buckets must be a positive int, got {num_buckets!r}")
+    subset = [bucket_by] if isinstance(bucket_by, str) else list(bucket_by or [])
+    unknown = [c for c in subset if c not in ddf.columns]
+    if unknown:
+        raise InvalidArgumentError(
+            f"bucket_by names columns {unknown} that are not in the data; columns are "
+            f"{list(ddf.columns)}"
+        )
+    meta = ddf._meta.assign(**{BUCKET_COLUMN: np.uint64(0)})
+    ddf = ddf.map_partitions(_hash_bucket, subset, num_buckets, meta=meta)
+    return ddf.shuffle(on=[*partition_on, BUCKET_COLUMN])
+
+
+def _hash_bucket(df: pd.DataFrame, subset: list[str], num_buckets: int) -> pd.DataFrame:
+    hashes = pd.util.hash_pandas_object(df[subset or list(df.columns)], index=False)
+    return df.assign(**{BUCKET_COLUMN: (hashes % num_buckets).astype("uint64")})
+
+
+def hash_dataset(
+    store: StoreLike = None,
+    dataset_uuid: str | None = None,
+    subset: Sequence[str] | None = None,
+    group_key: Sequence[str] | None = None,
+    table: str = "table",
+    predicates: Any = None,
+    factory: Any = None,
+) -> Any:
+    """A hash per partition, or per ``group_key`` group, as a ``dask`` Series of uint64.
+
+    The values are not guaranteed to stay the same across versions.
+    """
+    if isinstance(subset, str):
+        subset = [subset]
+    if isinstance(group_key, str):
+        group_key = [group_key]
+    columns = list(subset) if subset else None
+    if subset and group_key:
+        columns = sorted(set(subset) | set(group_key))
+    ddf = read_dataset_as_ddf(
+        dataset_uuid=dataset_uuid,
+        store=store,
+        table=table,
+        columns=columns,
+        predicates=predicates,
+        factory=factory,
+        dates_as_object=True,
+    )
+    hashed = list(subset) if subset else list(ddf.columns)
+    with dask.config.set({"dataframe.convert-string": False, "dataframe.shuffle.method": "tasks"}):
+        if not group_key:
+            return ddf.map_partitions(_hash_partition, subset=hashed, meta=(None, "uint64"))
+        keys = list(group_key)
+        return ddf.shuffle(on=keys).map_partitions(
+            _hash_groups, group_key=keys, subset=hashed, meta=(None, "uint64")
+        )
+
+
+def _hash_groups(df: pd.DataFrame, group_key: list[str], subset: list[str]) -> pd.Series:
+    df = df.set_index(group_key, drop=True)
+    return df.groupby(df.index).apply(_hash_partition, subset=subset)
+
+
+def _hash_partition(part: pd.DataFrame, subset: list[str]) -> Any:
+    return pd.util.hash_pandas_object(part.reset_index()[subset], index=False).sum()
