@@ -15,6 +15,7 @@ needs no further object.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -127,7 +128,7 @@ class DatasetMetadata:
                 if self.schema is not None and column in self.schema.names
                 else pa.string()
             )
-            out[column] = keys.string_to_value(raw, arrow_type)
+            out[column] = _parse_value(raw, arrow_type)
         return out
 
     def with_changes(self, **changes: Any) -> DatasetMetadata:
@@ -224,6 +225,24 @@ class DatasetMetadata:
         except Exception as exc:
             raise CorruptMetadataError(f"{source} is not valid msgpack.zstd: {exc}") from exc
         return cls.from_dict(data, source=source)
+
+
+def _parse_value(raw: str, arrow_type: pa.DataType) -> Any:
+    """Partition text -> value, with the common cases off Arrow's slow scalar path."""
+    if raw != keys.NULL_VALUE:
+        if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+            return raw
+        if pa.types.is_integer(arrow_type):
+            try:
+                return int(raw)
+            except ValueError:
+                pass
+    return _parse_cached(raw, arrow_type)
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_cached(raw: str, arrow_type: pa.DataType) -> Any:
+    return keys.string_to_value(raw, arrow_type)
 
 
 def _index_ref_to_json(ref: str | Mapping[Any, list[str]]) -> Any:
