@@ -8,9 +8,9 @@ import tempfile
 from functools import partial
 
 import pyarrow.dataset as pds
-from _util import report, sales_frame, timed
 
 import ktk_arrow as ka
+from _util import report, sales_frame, timed
 
 
 def main() -> None:

@@ -7,9 +7,8 @@ import shutil
 import tempfile
 from functools import partial
 
-from _util import report, sales_frame, timed
-
 import ktk_arrow as ka
+from _util import report, sales_frame, timed
 
 
 def main() -> None:
@@ -39,7 +38,11 @@ def main() -> None:
         ("partitioned + index", {"partition_on": ["country"], "secondary_indices": ["customer"]}),
     ]:
         rows.append(
-            (name, timed(partial(ours, **kw), args.repeat), timed(partial(theirs, **kw), args.repeat))
+            (
+                name,
+                timed(partial(ours, **kw), args.repeat),
+                timed(partial(theirs, **kw), args.repeat),
+            )
         )
     print(f"write {args.rows:,} rows (median of {args.repeat})")
     report(rows, "ktk-arrow", "plateau")
