@@ -240,3 +240,17 @@ def test_spark_refuses_nanosecond_timestamps_so_they_are_opt_in(spark, root):
     path = table_dir(root, "nanos")
     with pytest.raises(Exception, match=r"(?i)nanos|Illegal Parquet type"):
         spark.read.parquet(path).collect()
+
+
+def test_spark_reads_quoted_punctuation_but_refuses_an_empty_string_partition(spark, root):
+    """Documented limitation: Spark refuses ``col=`` (we keep "" as "", like plateau)."""
+    values = [" x ", "a+b", "%41", "q?#&"]
+    ka.write_dataset(
+        pd.DataFrame({"s": values, "row": range(4)}), root, "punct", partition_on=["s"]
+    )
+    path = table_dir(root, "punct")
+    got = [r.s for r in spark.read.option("basePath", path).parquet(path).orderBy("row").collect()]
+    assert got == values
+    ka.write_dataset(pd.DataFrame({"s": [""], "row": [9]}), root, "punct", mode="append")
+    with pytest.raises(Exception, match="EMPTY_PARTITION_COLUMN_VALUE"):
+        spark.read.option("basePath", path).parquet(path).collect()
