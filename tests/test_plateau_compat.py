@@ -542,3 +542,17 @@ def test_plateau_reads_our_naive_datetime_and_date_partitions(root, pstore):
     ka.write_dataset(df, root, UUID, partition_on=["at", "day"])
     assert_same_rows(theirs(pstore), df)
     assert_same_rows(ours(root), df)
+
+
+def test_plateau_gc_deletes_files_only_older_snapshots_use(root, pstore):
+    """plateau knows only the latest state: its GC ends time travel to replaced files."""
+    ka.write_dataset(sales(4), root, UUID, partition_on=["country"])
+    ka.write_dataset(sales(2, offset=10), root, UUID, mode="overwrite")
+    assert ka.dataset(root, UUID, version=0).to_table().num_rows == 4
+    # ours keeps what retained snapshots use, however old
+    eager.garbage_collect_dataset(UUID, root, grace_period=dt.timedelta(0))
+    assert ka.dataset(root, UUID, version=0).to_table().num_rows == 4
+    pl.garbage_collect_dataset(UUID, pstore)
+    assert ka.dataset(root, UUID).to_table().num_rows == 2
+    with pytest.raises(FileNotFoundError):
+        ka.dataset(root, UUID, version=0).to_table()
