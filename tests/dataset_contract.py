@@ -163,3 +163,19 @@ class DatasetContract:
         ka.write_dataset(iter(table.to_batches(max_chunksize=4)), store, "t3")
         for uuid in ("t1", "t2", "t3"):
             assert ka.dataset(store, uuid).count_rows() == 12
+
+    def test_attached_filter_survives_a_second_filter(self, store):
+        ka.write_dataset(sales(), store, "sales", partition_on=["country"])
+        ds = ka.dataset(store, "sales", filter=[[("customer", "<", 6)]])
+        got = ds.to_table(filter=[[("country", "==", "DE")]]).column("customer").to_pylist()
+        assert sorted(got) == [0, 3]
+        chained = ds.filter(pc.field("country") == "DE")
+        assert sorted(chained.to_table().column("customer").to_pylist()) == [0, 3]
+        assert chained.count_rows() == 2
+        frags = list(ds.get_fragments(filter=pc.field("country") == "FR"))
+        assert len(frags) == 1
+
+    def test_append_creates_a_missing_dataset(self, store):
+        snap = ka.write_dataset(sales(), store, "fresh", mode="append", partition_on=["country"])
+        assert snap.version == 0
+        assert ka.dataset(store, "fresh").count_rows() == 12

@@ -17,6 +17,7 @@ EXPECTED = {
     "Store",
     "StoreError",
     "UnsupportedStoreError",
+    "compact",
     "dataset",
     "history",
     "resolve_store",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .arrow import KartothekDataset, KartothekPartitioning, dataset, history
 from .commit import Snapshot
+from .compact import compact
 from .errors import (
     CommitConflictError,
     CorruptMetadataError,
@@ -39,6 +40,7 @@ __all__ = [
     "Store",
     "StoreError",
     "UnsupportedStoreError",
+    "compact",
     "dataset",
     "history",
     "resolve_store",

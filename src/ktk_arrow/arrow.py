@@ -178,8 +178,7 @@ class KartothekDataset(ds.FileSystemDataset):
     def filter(self, expression: Any) -> KartothekDataset:  # type: ignore[override]
         """A dataset with ``expression`` applied; accepts Arrow expressions and DNF."""
         narrowed = self._narrowed(expression)
-        extra = planning.make_filter(expression, self.schema)
-        filtered = ds.FileSystemDataset.filter(narrowed, _expression_or_true(extra))
+        filtered = ds.FileSystemDataset.filter(narrowed, _expression_or_true(narrowed._ktk_filter))
         filtered._attach(narrowed.store, narrowed.metadata, narrowed.tasks, narrowed._ktk_filter)
         assert isinstance(filtered, KartothekDataset)
         return filtered
@@ -191,10 +190,15 @@ class KartothekDataset(ds.FileSystemDataset):
             return _expression_or_true(planning.make_filter(user_filter, self.schema))
         return user_filter
 
+    def _row_filter(self, narrowed: KartothekDataset) -> Any:
+        # a re-planned dataset carries no attached filter: give Arrow the combined one
+        return None if narrowed is self else narrowed._ktk_filter.expression
+
     def scanner(self, columns: Any = None, filter: Any = None, **kwargs: Any) -> ds.Scanner:  # type: ignore[override]
         kwargs.setdefault("fragment_scan_options", _scan_options(self.store))
+        narrowed = self._narrowed(filter)
         return ds.FileSystemDataset.scanner(
-            self._narrowed(filter), columns=columns, filter=self._arrow_filter(filter), **kwargs
+            narrowed, columns=columns, filter=self._row_filter(narrowed), **kwargs
         )
 
     def to_table(self, columns: Any = None, filter: Any = None, **kwargs: Any) -> pa.Table:  # type: ignore[override]
@@ -229,7 +233,7 @@ class KartothekDataset(ds.FileSystemDataset):
 
     def get_fragments(self, filter: Any = None) -> Iterator[ds.Fragment]:  # type: ignore[override]
         narrowed = self._narrowed(filter)
-        return ds.FileSystemDataset._get_fragments(narrowed, self._arrow_filter(filter))
+        return ds.FileSystemDataset._get_fragments(narrowed, self._row_filter(narrowed))
 
     def replace_schema(self, schema: pa.Schema) -> ds.Dataset:  # type: ignore[override]
         return ds.FileSystemDataset(

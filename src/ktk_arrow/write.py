@@ -216,15 +216,13 @@ class PreparedWrite:
         if not entries and allow_empty and self.base is not None and self.delete_scope is None:
             # no file written (the writers' schema is the base's when it exists): a no-op
             return Snapshot.of(self.base.commit)
-        if schema is None:
-            if not (self.mode == "overwrite" and self.delete_scope is not None) and (
-                not self.schema_given
-            ):
-                raise InvalidArgumentError(
-                    f"no data to write to dataset {self.dataset_uuid!r}: the input is empty; "
-                    "pass at least one non-empty table or DataFrame (or schema= to create an "
-                    "empty dataset)"
-                )
+        deletes_only = self.mode == "overwrite" and self.delete_scope is not None
+        if schema is None and not deletes_only and not self.schema_given:
+            raise InvalidArgumentError(
+                f"no data to write to dataset {self.dataset_uuid!r}: the input is empty; "
+                "pass at least one non-empty table or DataFrame (or schema= to create an "
+                "empty dataset)"
+            )
         change = _change(
             self.base,
             self.plan,
@@ -283,6 +281,14 @@ def _plan_write(
                 f"{list(base.partition_keys)!r}; omit partition_on or pass the dataset's keys"
             )
         partition_keys = base.partition_keys
+        new_indices = [c for c in index_list if c not in base.indices]
+        if new_indices and base.files:
+            # an index over the new files only would hide the old rows from every filter
+            raise InvalidArgumentError(
+                f"secondary_indices names columns {new_indices} that dataset {base.uuid!r} has "
+                f"no index on (its indices: {sorted(base.indices)}); build them over all files "
+                "first (build_dataset_indices), or omit them"
+            )
         indices = tuple(dict.fromkeys([*base.indices, *index_list]))
         dataset_schema = base.schema
         if dataset_schema is not None and timestamp_unit_of(dataset_schema) == "ns":
@@ -499,7 +505,7 @@ def _change(
         schema=schema,
         partition_keys=plan.partition_keys,
         user_metadata=metadata,
-        create=base is None and mode == "create",
+        create=base is None,
     )
 
 
