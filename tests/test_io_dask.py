@@ -172,6 +172,12 @@ def test_update_with_delete_scope_on_unknown_column_is_refused_before_writing(st
         kdd.update_dataset_from_ddf(_ddf(), store, "u", delete_scope=[{"nope": 1}])
 
 
+def test_update_dataset_from_ddf_refuses_an_index_the_old_files_lack(store: str) -> None:
+    _stored(store, "u", indices=())
+    with pytest.raises(ka.InvalidArgumentError, match="build_dataset_indices"):
+        kdd.update_dataset_from_ddf(_ddf(), store, "u", secondary_indices=["x"])
+
+
 def test_update_dataset_from_ddf_rejects_other_partition_keys(store: str) -> None:
     _stored(store, "u")
     with pytest.raises(ka.InvalidArgumentError, match="partition_on"):
@@ -334,6 +340,22 @@ def test_hash_dataset(store: str) -> None:
     assert sorted(per_group.index) == [0, 1, 2]
     again = kdd.hash_dataset(store, "u", group_key=["p"], subset=["y"]).compute()
     pd.testing.assert_series_equal(per_group.sort_index(), again.sort_index())
+
+
+@pytest.mark.filterwarnings("ignore")  # plateau and minimalkv deprecations
+def test_plateau_reads_what_dask_wrote_and_hashes_alike(store: str) -> None:
+    plateau_eager = pytest.importorskip("plateau.io.eager")
+    plateau_ddf = pytest.importorskip("plateau.io.dask.dataframe")
+    minimalkv = pytest.importorskip("minimalkv")
+    _stored(store, "u")
+
+    def factory() -> Any:
+        return minimalkv.get_store_from_url(f"hfs://{store}")
+
+    _assert_same(plateau_eager.read_table("u", factory), _df())
+    theirs = plateau_ddf.hash_dataset(factory, "u", subset=["y"], group_key=["p"]).compute()
+    ours = kdd.hash_dataset(store, "u", subset=["y"], group_key=["p"]).compute()
+    pd.testing.assert_series_equal(ours.sort_index(), theirs.sort_index())
 
 
 # -- delayed ------------------------------------------------------------------------

@@ -123,12 +123,20 @@ def test_update_iter_sorts_partitions(store: str) -> None:
     assert list(back["x"]) == ["a", "b", "c"]
 
 
-@pytest.mark.xfail(reason="write_dataset(mode='append') does not create a missing dataset yet")
 def test_update_iter_creates_a_missing_dataset(store: str) -> None:
     meta = update_dataset_from_dataframes__iter(
         iter(_frames(1)), store=store, dataset_uuid="new", partition_on=["p"]
     )
     assert meta.total_rows == 3
+
+
+def test_update_iter_refuses_an_index_the_old_files_lack(store: str) -> None:
+    store_dataframes_as_dataset__iter(_frames(), store, "u", partition_on=["p"])
+    with pytest.raises(ka.InvalidArgumentError, match="build_dataset_indices"):
+        update_dataset_from_dataframes__iter(
+            iter(_frames(1)), store=store, dataset_uuid="u", secondary_indices=["x"]
+        )
+    assert ka.dataset(store, "u").count_rows() == 12
 
 
 def test_update_iter_with_empty_generator_is_a_no_op(store: str) -> None:

@@ -409,7 +409,8 @@ def _portable(exc: Exception) -> Exception:
     """``exc`` if it survives pickling (to travel back from a worker), else a KtkError."""
     text = "".join(traceback.format_exception(exc))
     try:
-        exc.add_note(f"raised in a ktk-arrow write task:\n{text}")
+        if hasattr(exc, "add_note"):  # Python >= 3.11: keep the worker's traceback
+            exc.add_note(f"raised in a ktk-arrow write task:\n{text}")
         pickle.loads(pickle.dumps(exc))
     except Exception:  # any unpicklable error is replaced
         return KtkError(f"a write task failed with {type(exc).__name__}: {exc}\n{text}")
@@ -444,10 +445,11 @@ class DistributedWrite:
             schema = unify_schemas([r.schema for r in results])
             if schema is None and not results:
                 schema = self.prepared.plan.schema
-            delta: dict[str, spec_index.IndexMap] = {c: {} for c in self.prepared.plan.indices}
+            delta: dict[str, Any] = {}
             for r in results:
                 for column, index in r.index_delta.items():
-                    delta[column] = spec_index.merge(delta.get(column, {}), index)
+                    known = delta.get(column)
+                    delta[column] = index if known is None else spec_index.merge(known, index)
             snap = self.prepared.commit(
                 written, delta, schema, metadata=self.metadata, allow_empty=self.allow_empty
             )
@@ -540,7 +542,8 @@ def prepare(
 
 
 def _commit_task(results: list[Any], job: _Opaque) -> DatasetMetadata:
-    return job.value.finish(results)
+    write_job: DistributedWrite = job.value
+    return write_job.finish(results)
 
 
 class WriteGraph(dask_delayed.Delayed):  # type: ignore[misc,name-defined]
@@ -565,9 +568,9 @@ class WriteGraph(dask_delayed.Delayed):  # type: ignore[misc,name-defined]
         object.__setattr__(self, "_parts", parts)
         object.__setattr__(self, "_job", job)
 
-    def compute(self, **kwargs: Any) -> DatasetMetadata:  # type: ignore[override]
-        results = compute_all(self._parts, self._job, **kwargs)
-        return self._job.finish(results)
+    def compute(self, **kwargs: Any) -> DatasetMetadata:
+        job: DistributedWrite = self._job
+        return job.finish(compute_all(self._parts, job, **kwargs))
 
     def __repr__(self) -> str:
         job = self._job

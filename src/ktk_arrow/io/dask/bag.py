@@ -159,7 +159,7 @@ def _commit_indices(
     base: DatasetMetadata,
     columns: list[str],
 ) -> DatasetMetadata:
-    full: dict[str, spec_index.IndexMap] = {c: {} for c in columns}
+    full: dict[str, Any] = {c: {} for c in columns}
     for label, values in found:
         for column in columns:
             spec_index.add(full[column], values[column], label)
