@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
+import functools
 import math
 import numbers
 import struct
@@ -60,6 +61,7 @@ from pandas.api import types as pdt
 from ktk_arrow.errors import InvalidPredicateError
 
 __all__ = [
+    "MAX_CLAUSES",
     "Op",
     "Predicate",
     "Term",
@@ -73,6 +75,8 @@ __all__ = [
     "to_expression",
 ]
 
+#: The kartothek operators.  ``is distinct from`` means the same as ``!=``
+#: here (both select null rows, as in plateau 4.x).
 Op = Literal["==", "!=", "<", "<=", ">", ">=", "in", "not in", "is distinct from"]
 _OPS: tuple[str, ...] = get_args(Op)
 _ORDERING = ("<", "<=", ">", ">=")
@@ -518,6 +522,26 @@ def _matches_null(term: Term) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=1024)
+def _set_kinds(values: Collection[Any]) -> frozenset[str]:
+    return frozenset(_kind(v) for v in values if v is not None)
+
+
+def _hash_lookup(x: Any, values: Collection[Any]) -> bool | None:
+    """Is the non-null ``x`` in ``values``, by hashing?  None if only a scan can tell.
+
+    Equal values of one kind hash alike (Python's numeric hash, pandas'
+    Timestamp hash), so a miss is final when every value has ``x``'s kind.
+    """
+    try:
+        if x in values:
+            return True
+        kinds = _set_kinds(values)  # type: ignore[arg-type]  # needs hashable values
+    except TypeError:
+        return None
+    return False if kinds <= {_kind(x)} else None
+
+
 def _holds(term: Term, x: Any) -> bool | None:
     """Is ``term`` true for the value ``x``?  None when unknown (incomparable)."""
     x = _normalize(x)
@@ -525,7 +549,10 @@ def _holds(term: Term, x: Any) -> bool | None:
         return _matches_null(term)
     op, value = term.op, term.value
     if op in _SET_OPS:
-        found: bool | None = False
+        found: bool | None = _hash_lookup(x, value)
+        if found is not None:
+            return found if op == "in" else not found
+        found = False
         for item in value:
             if item is None:
                 continue
@@ -842,6 +869,7 @@ def _candidate_keys(
 ) -> Iterable[Any]:
     """Index keys worth checking: a dictionary lookup for ``==``/``in`` when
     the index keys are all of the value's kind, else every key."""
+    kinds: set[str] | None = None
     for term in terms:
         if term.op == "==" and term.value is not None:
             wanted: list[Any] = [term.value]
@@ -849,10 +877,28 @@ def _candidate_keys(
             wanted = [v for v in term.value if v is not None]
         else:
             continue
-        kinds = {_kind(_normalize(k)) for k in keys}
+        if kinds is None:
+            kinds = _key_kinds(keys)
         if kinds <= {_kind(v) for v in wanted}:
             return [v for v in wanted if v in index]
     return keys
+
+
+def _key_kinds(keys: Iterable[Any]) -> set[str]:
+    """Kinds of the non-null index keys (one _kind() per key type where possible)."""
+    kinds: set[str] = set()
+    by_type: dict[type, str] = {}
+    for key in keys:
+        kind = by_type.get(type(key))
+        if kind is None:
+            value = _normalize(key)
+            if value is None:
+                continue  # null / NaN keys never match a value
+            kind = _kind(value)
+            if not isinstance(key, _dt.datetime):  # naive or aware: per value
+                by_type[type(key)] = kind
+        kinds.add(kind)
+    return kinds
 
 
 # --------------------------------------------------------------------------
