@@ -444,7 +444,7 @@ def _plateau_rows(predicates: Any, table: pa.Table = TABLE) -> list[int]:
     unsupported = [c for c in ("lst", "n", "bin", "tsb") if c in table.schema.names]
     df = table.drop_columns(unsupported).to_pandas(date_as_object=False)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore")  # != is deprecated; NaN casts warn
         plateau_generic.check_predicates(predicates)
         out = plateau_generic.filter_df_from_predicates(df, predicates)
     return [int(r) for r in out["row"]]
@@ -526,6 +526,15 @@ def test_plateau_discrepancy_nan_in_a_list_of_strings() -> None:
     assert rows([[("s", "in", ["a", NAN])]], table) == _plateau_rows(
         [[("s", "in", ["a", None])]], table
     )
+
+
+def test_plateau_discrepancy_all_null_int_column() -> None:
+    # An int column that is all null reads as float64 NaN; plateau's _handle_null_arrays
+    # casts it to the value's int dtype (NaN -> int64 min), so `< 0` selects the nulls.
+    table = pa.table({"row": [0, 1], "i": pa.array([None, None], pa.int64())})
+    assert _plateau_rows([[("i", "<", 0)]], table) == [0, 1]
+    assert rows([[("i", "<", 0)]], table) == []
+    assert rows([[("i", "==", None)]], table) == _plateau_rows([[("i", "==", None)]], table)
 
 
 def test_plateau_discrepancy_values_plateau_refuses() -> None:

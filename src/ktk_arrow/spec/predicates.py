@@ -31,11 +31,25 @@ through pandas, where NaN and null are the same thing):
 * ``None`` as a predicate means "everything"; ``Predicate(())`` (no clause)
   means "nothing"; a clause without terms is true for every row.
 
-Where plateau rejects a value that has one sensible meaning, we accept it:
-an ``int`` for a float column, ``None`` for a float column, an ``int`` for an
-``int`` column that holds nulls (plateau reads it as float and then refuses
-the int).  Like plateau, an ISO string is accepted for date and timestamp
-columns, and a tz-naive value for a tz-aware timestamp column is read as UTC.
+Values are coerced to the column's Arrow type once, in :func:`parse_dnf`.
+Like plateau, an ISO string is accepted for date and timestamp columns, and
+a tz-naive value for a tz-aware timestamp column is read as UTC.
+
+Where plateau 4.x is wrong (each is pinned by a test in
+``tests/test_predicates.py``):
+
+* ``not in []`` selects nothing in plateau; here it selects every row.
+* plateau refuses an ``int`` for an int column that holds nulls (pandas reads
+  it as float64), ``None`` for a float column, and a tz-aware value for a
+  tz-aware column (it crashes); each has one obvious meaning, which we give it.
+* plateau turns NaN in a list of strings into the string ``"nan"``
+  (``np.asarray``), so ``("s", "in", ["a", nan])`` misses the null rows and
+  matches a row holding ``"nan"``.
+* on an int column that is all null in a file, plateau casts NaN to the int
+  minimum, so ``("i", "<", 0)`` selects the null rows.
+* plateau prunes by secondary index on the indexed values only, dropping
+  partitions whose rows are all null in the column even for ``!=``,
+  ``not in`` or ``== None``, which select null rows; we never prune those.
 
 This module is pure: no I/O, no imports from the rest of ktk-arrow except
 :mod:`ktk_arrow.errors`.
