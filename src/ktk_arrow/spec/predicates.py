@@ -636,11 +636,14 @@ def _literal_type(value: Any, type_: pa.DataType | None) -> pa.DataType | None:
     if pa.types.is_null(t):
         return None
     if pa.types.is_integer(t):
-        info = (t.bit_width, pa.types.is_signed_integer(t))
-        bits, signed = info
+        if not isinstance(value, int):
+            return None
+        bits = t.bit_width
+        signed = pa.types.is_signed_integer(t)
         lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1)) if signed else (0, 2**bits)
         if lo <= value < hi:
             return t
+        # out of the column's range (`i8 < 300`): a wider literal; Arrow casts the column
         return pa.int64() if value < 2**63 else pa.uint64()
     if pa.types.is_timestamp(t) and isinstance(value, pd.Timestamp):
         unit = t.unit
