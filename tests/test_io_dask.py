@@ -110,7 +110,6 @@ def test_store_dataset_from_ddf_refuses_existing_unless_overwrite(store: str) ->
     assert meta.partition_keys == ()
 
 
-@pytest.mark.xfail(reason="commit: a full overwrite cannot drop the old dataset's indices yet")
 def test_overwrite_may_drop_the_old_indices(store: str) -> None:
     _stored(store, "u")
     meta = kdd.store_dataset_from_ddf(_ddf(6, 2), store, "u", overwrite=True).compute()

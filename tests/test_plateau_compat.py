@@ -25,6 +25,7 @@ import plateau.io.eager as pl  # noqa: E402
 from plateau.core.dataset import DatasetMetadata as PlateauMetadata  # noqa: E402
 
 import ktk_arrow as ka  # noqa: E402
+from ktk_arrow import commit  # noqa: E402
 from ktk_arrow.io import eager  # noqa: E402
 from ktk_arrow.io._common import to_pandas  # noqa: E402
 from ktk_arrow.spec import keys  # noqa: E402
@@ -344,18 +345,18 @@ def test_plateau_refuses_an_append_that_does_not_match_our_schema(root, pstore):
     assert ka.dataset(root, UUID).count_rows() == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ka.CorruptMetadataError,
-    reason="commit.load_latest refuses a view plateau rewrote once our log has >1 entry "
-    "(and the suggested ktk_arrow.commit.adopt_view does not exist); see docs/compatibility.md",
-)
 def test_plateau_appends_to_our_dataset_with_several_snapshots(root, pstore):
     ka.write_dataset(sales(4), root, UUID, partition_on=["country"])
     ka.write_dataset(sales(2, offset=4), root, UUID, mode="append")
     pl.update_dataset_from_dataframes([sales(2, offset=6)], pstore, UUID)
     assert len(theirs(pstore)) == 8
-    assert ka.dataset(root, UUID).count_rows() == 8
+    with pytest.warns(UserWarning, match="adopted as version 2"):
+        assert ka.dataset(root, UUID).count_rows() == 8
+    with pytest.warns(UserWarning):
+        ka.write_dataset(sales(1, offset=8), root, UUID, mode="append")
+    assert [s.version for s in ka.history(root, UUID)] == [0, 1, 2, 3]
+    assert ka.dataset(root, UUID).count_rows() == 9
+    assert len(theirs(pstore)) == 9
 
 
 def test_our_delete_scope_on_a_plateau_dataset(root, pstore, plateau_dataset):
@@ -390,7 +391,13 @@ def test_plateau_delete_scope_on_our_dataset(root, pstore):
     pl.update_dataset_from_dataframes([], pstore, UUID, delete_scope=[{"country": "US/CA"}])
     kept = df[df.country != "US/CA"]
     assert_same_rows(theirs(pstore), kept)
+    # plateau dropped files of a version we manage: reported, not merged silently
+    with pytest.raises(ka.CorruptMetadataError, match="adopt_view"):
+        ours(root)
+    commit.adopt_view(ka.resolve_store(root), UUID)
     assert_same_rows(ours(root), kept)
+    assert [s.operation for s in ka.history(root, UUID)] == ["create", "adopt"]
+    assert_same_rows(ka.dataset(root, UUID, version=0).to_table().to_pandas(), df)
 
 
 # -- our extensions are invisible to plateau ----------------------------------------------
@@ -434,11 +441,6 @@ def test_plateau_rewriting_the_metadata_drops_our_extension_key(root, pstore):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plateau's delete_dataset leaves <uuid>/_ktk/log; commit._load_from_log_only then "
-    "resurrects the deleted dataset (files gone, create refused); see docs/compatibility.md",
-)
 def test_plateau_delete_dataset_on_our_dataset(root, pstore):
     ka.write_dataset(sales(4), root, UUID, partition_on=["country"], secondary_indices=["name"])
     pl.delete_dataset(UUID, pstore)

@@ -17,7 +17,6 @@ EXPECTED = {
     "Store",
     "StoreError",
     "UnsupportedStoreError",
-    "compact",
     "dataset",
     "history",
     "resolve_store",

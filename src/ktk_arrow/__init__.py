@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from .arrow import KartothekDataset, KartothekPartitioning, dataset, history
 from .commit import Snapshot
-from .compact import compact
 from .errors import (
     CommitConflictError,
     CorruptMetadataError,
@@ -40,7 +39,6 @@ __all__ = [
     "Store",
     "StoreError",
     "UnsupportedStoreError",
-    "compact",
     "dataset",
     "history",
     "resolve_store",

@@ -23,6 +23,7 @@ import os
 import random
 import time
 import uuid as uuidlib
+import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -99,13 +100,82 @@ def load_latest(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
     view = load_view(store, dataset_uuid)
     if view is None:
         return _load_from_log_only(store, dataset_uuid)
-    if not view.managed:
-        nxt = store.get_or_none(keys.log_key(dataset_uuid, 1))
-        if nxt is None:
-            return _with_schema(store, view)
-        _check_foreign_write(store, dataset_uuid, view)
-        return _roll_forward(store, dataset_uuid, _parse(nxt, keys.log_key(dataset_uuid, 1)))
-    return _roll_forward(store, dataset_uuid, view)
+    if view.managed:
+        return _roll_forward(store, dataset_uuid, view)
+    # a view without our extension: written by plateau/kartothek
+    if store.get_or_none(keys.log_key(dataset_uuid, 0)) is None:
+        return _with_schema(store, view)  # never managed by us: version 0
+    return _reconcile_foreign_view(store, dataset_uuid, view)
+
+
+def _latest_logged(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
+    versions = log_versions(store, dataset_uuid)
+    if not versions:
+        return None
+    key = keys.log_key(dataset_uuid, versions[-1])
+    return _roll_forward(store, dataset_uuid, _parse(store.get(key), key))
+
+
+def _next_stamp(previous: DatasetMetadata) -> datetime:
+    """Commit timestamps strictly increase with the version (``as_of`` bisects them)."""
+    return max(datetime.now(timezone.utc), previous.commit.timestamp + timedelta(microseconds=1))
+
+
+def _reconcile_foreign_view(
+    store: Store, dataset_uuid: str, view: DatasetMetadata
+) -> DatasetMetadata:
+    """plateau rewrote the view of a dataset we manage: adopt it when that is safe.
+
+    Safe means plateau's state keeps every file of our latest snapshot (it
+    appended on top of it); the result is that state as the next version, which
+    our next commit writes to the log.  Anything else could be a lost update of
+    ours, so it is reported, not merged.
+    """
+    latest = _latest_logged(store, dataset_uuid)
+    assert latest is not None
+    if set(view.files) == set(latest.files):
+        return latest  # our commit died before it rewrote the view
+    if set(view.files) >= set(latest.files):
+        warnings.warn(
+            f"dataset {dataset_uuid!r} was appended to by plateau/kartothek after ktk-arrow "
+            f"version {latest.version}; its state is adopted as version {latest.version + 1}",
+            stacklevel=3,
+        )
+        added = [label for label in view.files if label not in latest.files]
+        files = {label: latest.files.get(label, entry) for label, entry in view.files.items()}
+        return replace(
+            view,
+            files=files,
+            schema=latest.schema,
+            commit=CommitInfo(latest.version + 1, _next_stamp(latest), "external", len(added)),
+            managed=False,
+        )
+    raise CorruptMetadataError(
+        f"dataset {dataset_uuid!r} was changed by plateau/kartothek after ktk-arrow version "
+        f"{latest.version}, and that change dropped files of version {latest.version}: it may "
+        "have lost a concurrent ktk-arrow commit. Inspect ka.history() and ka.dataset(version=N); "
+        "to accept plateau's state as the newest version call "
+        "ktk_arrow.commit.adopt_view(store, uuid)"
+    )
+
+
+def adopt_view(store: Store, dataset_uuid: str) -> Snapshot:
+    """Commit the view plateau/kartothek last wrote as the newest version, as it is."""
+    view = load_view(store, dataset_uuid)
+    if view is None:
+        raise DatasetNotFoundError(f"dataset {dataset_uuid!r} has no metadata view to adopt")
+    latest = _latest_logged(store, dataset_uuid)
+    if view.managed or latest is None:
+        return Snapshot.of(load(store, dataset_uuid).commit)
+    adopted = replace(
+        _with_schema(store, view),
+        commit=CommitInfo(latest.version + 1, _next_stamp(latest), "adopt"),
+        managed=True,
+    )
+    if not store.put_if_absent(keys.log_key(dataset_uuid, adopted.version), adopted.to_json()):
+        raise CommitConflictError(f"dataset {dataset_uuid!r} changed while adopting; retry")
+    _publish(store, dataset_uuid, adopted, latest)
+    return Snapshot.of(adopted.commit)
 
 
 def _roll_forward(store: Store, dataset_uuid: str, meta: DatasetMetadata) -> DatasetMetadata:
@@ -118,12 +188,16 @@ def _roll_forward(store: Store, dataset_uuid: str, meta: DatasetMetadata) -> Dat
 
 
 def _load_from_log_only(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
-    """A dataset whose creator died between its log entry and its view."""
-    versions = log_versions(store, dataset_uuid)
-    if not versions:
+    """A dataset whose creator died between its log entry and its view.
+
+    Log entries left behind by a deletion that kept them (plateau's
+    ``delete_dataset`` removes only what it knows) do not bring a dataset back:
+    without its ``_common_metadata`` the dataset is gone.
+    """
+    meta = _latest_logged(store, dataset_uuid)
+    if meta is None or not store.exists(keys.common_metadata_key(dataset_uuid, meta.table)):
         return None
-    key = keys.log_key(dataset_uuid, versions[-1])
-    return _roll_forward(store, dataset_uuid, _parse(store.get(key), key))
+    return meta
 
 
 def _with_schema(store: Store, meta: DatasetMetadata) -> DatasetMetadata:
@@ -139,21 +213,6 @@ def _with_schema(store: Store, meta: DatasetMetadata) -> DatasetMetadata:
             )
         return meta
     return replace(meta, schema=schema_from_common_metadata(raw, source=key))
-
-
-def _check_foreign_write(store: Store, dataset_uuid: str, view: DatasetMetadata) -> None:
-    """A view without our extension while our log exists: plateau rewrote it, or we crashed."""
-    raw0 = store.get_or_none(keys.log_key(dataset_uuid, 0))
-    if raw0 is not None:
-        origin = _parse(raw0, keys.log_key(dataset_uuid, 0))
-        if dict(origin.files) == dict(view.files) and dict(origin.indices) == dict(view.indices):
-            return  # our first commit died before it rewrote the view
-    raise CorruptMetadataError(
-        f"dataset {dataset_uuid!r} was changed by a writer that does not know ktk-arrow's "
-        "snapshot log (plateau/kartothek) after ktk-arrow had committed to it; its latest "
-        "state is ambiguous. Inspect it with ka.history() and adopt the plateau state with "
-        "ktk_arrow.commit.adopt_view(store, uuid), or restore a version with ka.dataset(version=N)"
-    )
 
 
 def log_versions(store: Store, dataset_uuid: str) -> list[int]:
@@ -289,8 +348,8 @@ def commit(store: Store, dataset_uuid: str, change: Change) -> Snapshot:
         _check_preconditions(dataset_uuid, base, change, read_state, store)
         new = _apply(store, dataset_uuid, base, change)
         if base is not None and not base.managed:
-            # adopt a plateau-written dataset: its current view becomes version 0
-            store.put_if_absent(keys.log_key(dataset_uuid, 0), base.to_json())
+            # a state plateau wrote (version 0, or an adopted append) enters the log first
+            store.put_if_absent(keys.log_key(dataset_uuid, base.version), base.to_json())
         if store.put_if_absent(keys.log_key(dataset_uuid, new.version), new.to_json()):
             _publish(store, dataset_uuid, new, base)
             return Snapshot.of(new.commit)
@@ -334,11 +393,18 @@ def _check_preconditions(
                 f"{change.operation!r} on dataset {dataset_uuid!r} depends on "
                 f"({len(before ^ now)} files differ); nothing was committed, retry the operation"
             )
-        if change.schema is not None and base.schema is not None and not change.create:
-            if not change.schema.equals(base.schema) and change.remove is None:
-                raise CommitConflictError(
-                    f"the schema of dataset {dataset_uuid!r} changed concurrently; retry"
-                )
+    appending = change.remove is None and not change.index_full
+    ours, theirs = change.schema, base.schema if base is not None else None
+    if (
+        appending
+        and ours is not None
+        and theirs is not None
+        and not ours.equals(theirs, check_metadata=False)
+    ):
+        raise CommitConflictError(
+            f"the schema of dataset {dataset_uuid!r} changed (a concurrent overwrite?) while "
+            "data was appended; nothing was committed, retry the append"
+        )
 
 
 def _apply(
@@ -348,11 +414,16 @@ def _apply(
     if base is None:
         if change.schema is None:
             raise InvalidArgumentError("creating a dataset needs a schema")
+        # log entries of a deleted dataset may remain (plateau deletes only what it
+        # knows): number the new dataset's versions after them
+        stale = log_versions(store, dataset_uuid)
         base = DatasetMetadata(
             uuid=dataset_uuid,
             partition_keys=tuple(change.partition_keys or ()),
             user_metadata={"creation_time": now.isoformat()},
-            commit=CommitInfo(-1, datetime(1970, 1, 1, tzinfo=timezone.utc), "none"),
+            commit=CommitInfo(
+                stale[-1] if stale else -1, datetime(1970, 1, 1, tzinfo=timezone.utc), "none"
+            ),
             schema=change.schema,
         )
     if base.commit.timestamp >= now:  # keep timestamps strictly increasing for as_of
@@ -409,6 +480,10 @@ def _new_indices(
     """Write the index files this commit needs and return the new ``indices`` mapping."""
     out: dict[str, str | Mapping[Any, list[str]]] = dict(base.indices)
     columns = set(base.indices) | set(change.index_delta) | set(change.index_full)
+    if change.schema is not None and removed and removed == set(base.files):
+        # a full overwrite defines the dataset anew: old indices go with the old files
+        columns = set(change.index_delta) | set(change.index_full)
+        out = {}
     if not files:
         return {}
     schema = change.schema if change.schema is not None else base.schema
