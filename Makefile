@@ -26,8 +26,6 @@ demo: $(CORE_STAMP)
 	$(PY) -m ktk_arrow.cli demo ./demo-store
 
 test: $(TEST_STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/mypy --strict src/ktk_arrow/spec
 	$(PY) -m pytest -n 2 -q
 
 lint: $(TEST_STAMP)
