@@ -73,7 +73,7 @@ class Index(Mapping[Any, set[str]]):
         return len(self._as_dict())
 
     def __bool__(self) -> bool:
-        return self.pairs.num_rows > 0
+        return bool(self.pairs.num_rows > 0)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Index, (self.pairs,))

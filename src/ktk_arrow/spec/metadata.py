@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 import pyarrow as pa
 import zstandard
 
