@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pds
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ktk_arrow as ka
@@ -275,10 +275,14 @@ def test_parse_label_refuses_a_label_not_starting_with_a_partition():
 
 # -- property tests of the encoding ----------------------------------------------------
 
+#: deterministic runs: the same examples every time, no example database
+FIXED = {"derandomize": True, "database": None}
+
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
 
 
 @given(TEXT)
+@settings(**FIXED)
 def test_quote_unquote_round_trip(text):
     quoted = keys.quote_value(text)
     assert "/" not in quoted and "=" not in quoted
@@ -286,14 +290,14 @@ def test_quote_unquote_round_trip(text):
 
 
 @given(TEXT)
-@settings(max_examples=200)
+@settings(max_examples=200, **FIXED)
 def test_partition_directory_parses_back_to_the_same_text(text):
     directory = keys.partition_directory(["c/ol=x"], [text])
     assert keys.parse_label(f"{directory}/file") == ([("c/ol=x", text)], "file")
 
 
 @given(TEXT.filter(lambda t: t != keys.NULL_VALUE))
-@settings(max_examples=200)
+@settings(max_examples=200, **FIXED)
 def test_arrow_hive_parsing_agrees_with_our_string_encoding(text):
     assert _arrow_parse(text, pa.string()) == text
 
@@ -319,7 +323,7 @@ def test_value_to_string_round_trips_each_type(kind):
     strategy, arrow_type = TYPED[kind]
 
     @given(strategy)
-    @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @settings(max_examples=150, **FIXED)
     def check(value):
         text = keys.value_to_string(value)
         assert keys.string_to_value(text, arrow_type) == value
@@ -334,7 +338,7 @@ def test_arrow_hive_parsing_agrees_with_our_encoding_of_each_type(kind):
     strategy, arrow_type = TYPED[kind]
 
     @given(strategy)
-    @settings(max_examples=100)
+    @settings(max_examples=100, **FIXED)
     def check(value):
         assert _arrow_parse(keys.value_to_string(value), arrow_type) == value
 
@@ -342,7 +346,7 @@ def test_arrow_hive_parsing_agrees_with_our_encoding_of_each_type(kind):
 
 
 @given(NAIVE, ZONES)
-@settings(max_examples=150)
+@settings(max_examples=150, **FIXED)
 def test_tz_aware_timestamps_round_trip_through_our_encoding_and_arrow(naive, zone):
     arrow_type = pa.timestamp("us", tz=zone)
     value = naive.replace(tzinfo=zoneinfo.ZoneInfo(zone))
@@ -357,6 +361,7 @@ def test_tz_aware_timestamps_round_trip_through_our_encoding_and_arrow(naive, zo
 
 
 @given(NAIVE)
+@settings(**FIXED)
 def test_pandas_timestamps_encode_like_datetimes(value):
     assert keys.value_to_string(pd.Timestamp(value)) == keys.value_to_string(value)
 
