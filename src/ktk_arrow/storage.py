@@ -5,25 +5,37 @@ with the one primitive the committer needs: :meth:`Store.put_if_absent`.
 Keys are always ``/``-separated and relative to the store root, exactly as
 they appear in kartothek metadata (``sales/table/country=DE/abc.parquet``).
 
+Backends: :class:`LocalStore` (``os.link``), :class:`MemoryStore` (a lock),
+:class:`S3Store` (``If-None-Match: *``), :class:`GCSStore`
+(``ifGenerationMatch=0``) and :class:`AzureStore` (``If-None-Match: *``,
+adlfs' ``overwrite=False``).  Any other fsspec filesystem is served by the base
+:class:`Store`, which has no atomic put-if-absent.
+
 Backend errors are translated here, once: a missing key is
 ``FileNotFoundError``, everything else the backend raises is a
-:class:`~ktk_arrow.errors.StoreError` chaining the original.
+:class:`~ktk_arrow.errors.StoreError` chaining the original, with every secret
+of the store's options scrubbed from the message.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import inspect
+import json
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, parse_qs, quote, unquote, urlsplit
 
 import fsspec
 import pyarrow.fs as pafs
 
+from ._optional import import_optional
 from .errors import InvalidArgumentError, StoreError, UnsupportedStoreError, redact
 
 
@@ -101,26 +113,35 @@ class Store:
             return None
 
     def exists(self, key: str) -> bool:
+        """Whether an object (not a directory) is stored under ``key``."""
         with self._translate(key):
-            return bool(self.fs.exists(self.path(key)))
+            return bool(self.fs.isfile(self.path(key)))
 
     def size(self, key: str) -> int:
+        """The byte size of ``key``; ``FileNotFoundError`` if it does not exist."""
         with self._translate(key):
             return int(self.fs.size(self.path(key)))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object whose key starts with the directory ``prefix`` (recursive)."""
-        base = self.path(prefix.rstrip("/")) if prefix else self.root
+        prefix = prefix.strip("/")
+        base = self.path(prefix) if prefix else self.root
         with self._translate(prefix):
             try:
-                found = self.fs.find(base, detail=True)
+                found = self._find(base)
             except FileNotFoundError:
                 return iter(())
+        below = f"{prefix}/" if prefix else ""
         infos = []
         for path, info in found.items():
             if info.get("type") == "directory":
                 continue
-            infos.append(ObjectInfo(self.key_of(path), int(info.get("size") or 0), _mtime(info)))
+            key = self.key_of(path)
+            # some backends return the prefix itself when it is an object, or
+            # siblings sharing its first characters: only keys below it count
+            if not key.startswith(below) or self._hidden(key):
+                continue
+            infos.append(ObjectInfo(key, int(info.get("size") or 0), _mtime(info)))
         infos.sort(key=lambda i: i.key)
         return iter(infos)
 
@@ -156,18 +177,18 @@ class Store:
             pass
 
     def delete_many(self, keys: Iterable[str]) -> None:
-        paths = [self.path(k) for k in keys]
-        if not paths:
+        """Delete ``keys`` in as few requests as the backend allows; missing keys are fine."""
+        keys = list(keys)
+        if not keys:
             return
-        with self._translate(paths[0]):
+        paths = [self.path(k) for k in keys]
+        with self._translate(keys[0]):
             try:
                 self.fs.rm(paths)
             except FileNotFoundError:
                 for p in paths:
-                    try:
+                    with contextlib.suppress(FileNotFoundError):
                         self.fs.rm_file(p)
-                    except FileNotFoundError:
-                        pass
 
     # -- arrow --------------------------------------------------------------
     def arrow_filesystem(self) -> pafs.FileSystem:
@@ -176,11 +197,22 @@ class Store:
 
     @property
     def is_remote(self) -> bool:
+        """Whether reads go over the network (Arrow then pre-buffers column chunks)."""
         return False
 
     # -- helpers ------------------------------------------------------------
+    def _find(self, base: str) -> dict[str, dict[str, Any]]:
+        return dict(self.fs.find(base, detail=True))
+
+    def _hidden(self, key: str) -> bool:
+        """Whether ``key`` is a store-internal object that listings do not show."""
+        return False
+
     def _translate(self, key: str) -> _Translate:
         return _Translate(self, key)
+
+    def _secrets(self) -> frozenset[str]:
+        return _secret_values(getattr(self.fs, "storage_options", None) or {})
 
 
 class _Translate:
@@ -199,9 +231,10 @@ class _Translate:
         if isinstance(exc, (InvalidArgumentError, UnsupportedStoreError)):
             return False
         if isinstance(exc, Exception):
+            detail = _scrub(f"{type(exc).__name__}: {exc}", self.store._secrets())
             raise StoreError(
-                f"store {self.store.url!r} failed on key {self.key!r}: "
-                f"{type(exc).__name__}: {exc}"
+                f"store {self.store.url!r} failed on key {self.key!r}: {detail}; check that "
+                "the store is reachable and the credentials in storage_options are valid"
             ) from exc
         return False
 
@@ -210,6 +243,7 @@ class LocalStore(Store):
     """A directory on local disk; put-if-absent is ``os.link`` of a fully written temp file."""
 
     conditional_writes = True
+    _TMP_PREFIX = ".tmp-"
 
     def __init__(self, root: str, **kwargs: Any) -> None:
         root = os.path.abspath(os.path.expanduser(root))
@@ -218,34 +252,44 @@ class LocalStore(Store):
     def put(self, key: str, data: bytes) -> None:
         # write + fsync + replace: readers of the final name see old or new, never half.
         path = self.path(key)
-        tmp = self._write_temp(path, data)
-        os.replace(tmp, path)
+        with self._translate(key):
+            tmp = self._write_temp(path, data)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self.path(key)
-        tmp = self._write_temp(path, data)
-        try:
-            os.link(tmp, path)  # never rename: it silently overwrites
-        except FileExistsError:
-            return False
-        finally:
-            os.unlink(tmp)
+        with self._translate(key):
+            tmp = self._write_temp(path, data)
+            try:
+                os.link(tmp, path)  # never rename: it silently overwrites
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
         return True
 
     def get(self, key: str) -> bytes:
         try:
             with open(self.path(key), "rb") as f:
                 return f.read()
-        except IsADirectoryError as exc:
+        except (IsADirectoryError, NotADirectoryError) as exc:
             raise FileNotFoundError(self.path(key)) from exc
 
     def exists(self, key: str) -> bool:
         return os.path.isfile(self.path(key))
 
+    def _hidden(self, key: str) -> bool:
+        # temp files of in-flight puts are not objects yet
+        return key.rsplit("/", 1)[-1].startswith(self._TMP_PREFIX)
+
     def _write_temp(self, path: str, data: bytes) -> str:
         directory = os.path.dirname(path)
         os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}")
+        tmp = os.path.join(directory, f"{self._TMP_PREFIX}{uuid.uuid4().hex}")
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
@@ -275,9 +319,336 @@ class MemoryStore(Store):
             return True
 
 
+# -- object stores -------------------------------------------------------------
+
+
+class _ObjectStore(Store):
+    """What S3, GCS and Azure share.
+
+    Every read goes to the service: the committer decides on what it reads,
+    so fsspec's listing cache (also shared by every Store built on the same
+    cached filesystem instance) must never answer for it.  ``get`` is a single
+    GET, ``put`` a single whole-object upload (multipart uploads, too, become
+    visible only when complete), ``put_if_absent`` a conditional upload.
+    """
+
+    conditional_writes = True
+    _arrow_fs: pafs.FileSystem | None = None
+
+    @property
+    def is_remote(self) -> bool:
+        return True
+
+    def get(self, key: str) -> bytes:
+        path = self.path(key)
+        with self._translate(key):
+            return bytes(self._cat(path))
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._head(self.path(key), key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def size(self, key: str) -> int:
+        return self._head(self.path(key), key)
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self.path(key)
+        with self._translate(key):
+            self.fs.pipe_file(path, data)
+        self._forget(path)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        if not self.conditional_writes:
+            return super().put_if_absent(key, data)
+        path = self.path(key)
+        try:
+            with self._translate(key):
+                self._create(path, data)
+        except FileExistsError:
+            return False
+        finally:
+            self._forget(path)
+        return True
+
+    def delete(self, key: str) -> None:
+        super().delete(key)
+        self._forget(self.path(key))
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        super().delete_many(keys)
+        for key in keys:
+            self._forget(self.path(key))
+
+    def arrow_filesystem(self) -> pafs.FileSystem:
+        if self._arrow_fs is None:
+            native = None
+            try:
+                native = self._native_arrow_fs()
+            except Exception:  # an option pyarrow cannot express: fsspec serves Arrow
+                native = None
+            self._arrow_fs = native or pafs.PyFileSystem(pafs.FSSpecHandler(self.fs))
+        return self._arrow_fs
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_arrow_fs", None)  # rebuilt on demand; keeps credentials out of pickles
+        return state
+
+    # -- backend hooks ------------------------------------------------------
+    def _cat(self, path: str) -> bytes:
+        return bytes(self.fs.cat_file(path))
+
+    def _head(self, path: str, key: str) -> int:
+        """The size of the object at ``path`` (one metadata request, never cached)."""
+        self._forget(path)
+        with self._translate(key):
+            info = self.fs.info(path)
+        if info.get("type") == "directory":
+            raise FileNotFoundError(path)
+        return int(info.get("size") or 0)
+
+    def _create(self, path: str, data: bytes) -> None:
+        self.fs.pipe_file(path, data, mode="create")
+
+    def _find(self, base: str) -> dict[str, dict[str, Any]]:
+        self._forget(base)
+        return super()._find(base)
+
+    def _forget(self, path: str) -> None:
+        """Drop what fsspec cached about ``path`` (and its parents)."""
+        # a cache that cannot be invalidated is one we never filled
+        with contextlib.suppress(Exception):
+            self.fs.invalidate_cache(path)
+
+    def _native_arrow_fs(self) -> pafs.FileSystem | None:
+        return None
+
+
+class S3Store(_ObjectStore):
+    """An S3 bucket prefix (s3fs); put-if-absent is ``PutObject`` with ``If-None-Match: *``."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, root: str, **kwargs: Any) -> None:
+        super().__init__(fs, root, **kwargs)
+        # s3fs before 2024.10 has no mode="create" and would silently overwrite
+        if "mode" not in inspect.signature(fs._pipe_file).parameters:
+            self.conditional_writes = False
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        if not self.conditional_writes and not self.single_writer:
+            raise UnsupportedStoreError(
+                f"the installed s3fs cannot write {self.url!r} conditionally; upgrade it with "
+                "pip install -U 'ktk-arrow[s3]' (s3fs>=2024.10)"
+            )
+        return super().put_if_absent(key, data)
+
+    def _cat(self, path: str) -> bytes:
+        # max_concurrency=1: no HEAD before the GET, so one request per read
+        return bytes(self.fs.cat_file(path, max_concurrency=1))
+
+    def _head(self, path: str, key: str) -> int:
+        # HeadObject only: fs.info() also lists the "directory" on a miss
+        bucket, obj, _ = self.fs.split_path(path)
+        with self._translate(key):
+            head = self.fs.call_s3("head_object", Bucket=bucket, Key=obj)
+        return int(head["ContentLength"])
+
+    def _native_arrow_fs(self) -> pafs.FileSystem | None:
+        return _arrow_s3(self.fs, self.root.split("/", 1)[0])
+
+
+class GCSStore(_ObjectStore):
+    """A GCS bucket prefix (gcsfs); put-if-absent is an upload with ``ifGenerationMatch=0``.
+
+    gcsfs sends the condition on its multipart (< 50 MiB) and resumable
+    uploads; commit objects are small, so they take the multipart path.
+    """
+
+    def _native_arrow_fs(self) -> pafs.FileSystem | None:
+        return _arrow_gcs(self.fs)
+
+
+class AzureStore(_ObjectStore):
+    """An Azure Blob container prefix (adlfs); put-if-absent is ``overwrite=False``."""
+
+    def _create(self, path: str, data: bytes) -> None:
+        self.fs.pipe_file(path, data, overwrite=False)
+
+    def _native_arrow_fs(self) -> pafs.FileSystem | None:
+        return _arrow_azure(self.fs)
+
+
+# -- pyarrow native filesystems ------------------------------------------------
+
+# fsspec options that do not change where or how objects are reached
+_NEUTRAL_OPTIONS = {
+    "use_listings_cache",
+    "listings_expiry_time",
+    "max_paths",
+    "skip_instance_cache",
+    "default_block_size",
+    "default_fill_cache",
+    "default_cache_type",
+    "max_concurrency",
+    "retries",
+    "asynchronous",
+    "loop",
+    "cache_regions",
+    "config_kwargs",
+    "version_aware",
+    "project",
+    "consistency",
+    "timeout",
+    "connection_timeout",
+    "read_timeout",
+    "socket_timeout",
+    "blocksize",
+    "location_mode",
+}
+
+
+def _arrow_s3(fs: fsspec.AbstractFileSystem, bucket: str) -> pafs.FileSystem | None:
+    opts = dict(fs.storage_options)
+    client = dict(opts.pop("client_kwargs", None) or {})
+    endpoint = opts.pop("endpoint_url", None) or client.pop("endpoint_url", None)
+    region = client.pop("region_name", None)
+    verify = client.pop("verify", None)
+    kwargs: dict[str, Any] = {}
+    if opts.pop("anon", False):
+        kwargs["anonymous"] = True
+    key, secret, token = opts.pop("key", None), opts.pop("secret", None), opts.pop("token", None)
+    if key and secret:
+        kwargs.update(access_key=key, secret_key=secret)
+        if token:
+            kwargs["session_token"] = token
+    if set(opts) - _NEUTRAL_OPTIONS or client or verify is False:
+        return None  # profiles, sessions, SSE kwargs, unverified TLS: only s3fs knows them
+    if isinstance(verify, str):
+        kwargs["tls_ca_file_path"] = verify
+    if endpoint:
+        parts = urlsplit(endpoint)
+        kwargs["endpoint_override"] = parts.netloc + parts.path.rstrip("/")
+        kwargs["scheme"] = parts.scheme or "https"
+        region = region or "us-east-1"
+    elif not region:
+        try:
+            region = pafs.resolve_s3_region(bucket)
+        except Exception:
+            region = None
+    if region:
+        kwargs["region"] = region
+    return pafs.S3FileSystem(**kwargs)
+
+
+def _arrow_gcs(fs: fsspec.AbstractFileSystem) -> pafs.FileSystem | None:
+    opts = dict(fs.storage_options)
+    token = opts.pop("token", None)
+    endpoint = opts.pop("endpoint_url", None) or os.environ.get("STORAGE_EMULATOR_HOST")
+    project = opts.get("project")
+    kwargs: dict[str, Any] = {}
+    if token == "anon":
+        kwargs["anonymous"] = True
+    elif token not in (None, "google_default", "cloud"):
+        return None  # service-account files, dicts, credential objects: gcsfs only
+    if set(opts) - _NEUTRAL_OPTIONS:
+        return None
+    if endpoint and endpoint not in ("default", "https://storage.googleapis.com"):
+        if "://" not in endpoint:
+            endpoint = f"http://{endpoint}"
+        parts = urlsplit(endpoint)
+        kwargs["endpoint_override"] = parts.netloc
+        kwargs["scheme"] = parts.scheme
+    if project:
+        kwargs["project_id"] = project
+    return pafs.GcsFileSystem(**kwargs)
+
+
+# The well-known Azurite account ("UseDevelopmentStorage=true"); not a secret.
+_AZURITE_ACCOUNT = "devstoreaccount1"
+_AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def _arrow_azure(fs: fsspec.AbstractFileSystem) -> pafs.FileSystem | None:
+    opts = dict(fs.storage_options)
+    if opts.pop("credential", None) is not None or opts.pop("anon", None):
+        return None
+    account = opts.pop("account_name", None)
+    key = opts.pop("account_key", None)
+    sas = opts.pop("sas_token", None)
+    blob_endpoint = None
+    suffix = None
+    host = opts.pop("account_host", None)
+    if host:
+        blob_endpoint = f"https://{host}"
+    conn = opts.pop("connection_string", None)
+    if conn:
+        parts = _parse_connection_string(conn)
+        if parts.get("usedevelopmentstorage", "").lower() == "true":
+            parts = {
+                "accountname": _AZURITE_ACCOUNT,
+                "accountkey": _AZURITE_KEY,
+                "blobendpoint": f"http://127.0.0.1:10000/{_AZURITE_ACCOUNT}",
+            }
+        account = parts.get("accountname", account)
+        key = parts.get("accountkey", key)
+        sas = parts.get("sharedaccesssignature", sas)
+        blob_endpoint = parts.get("blobendpoint", blob_endpoint)
+        suffix = parts.get("endpointsuffix")
+    service_principal = {k: opts.pop(k, None) for k in ("client_id", "client_secret", "tenant_id")}
+    if not account or set(opts) - _NEUTRAL_OPTIONS:
+        return None
+    kwargs: dict[str, Any] = {"account_name": account}
+    if key:
+        kwargs["account_key"] = key
+    elif sas:
+        kwargs["sas_token"] = sas.lstrip("?")
+    elif all(service_principal.values()):
+        kwargs.update(service_principal)
+    else:
+        return None  # adlfs' credential chain and pyarrow's differ: let adlfs decide
+    if blob_endpoint:
+        parts_url = urlsplit(blob_endpoint)
+        netloc = parts_url.netloc
+        if netloc.lower() != f"{account}.blob.core.windows.net".lower():
+            if netloc.lower().startswith(f"{account.lower()}."):
+                authority = netloc[len(account) :]  # ".blob.<sovereign cloud>": host style
+                dfs_authority = authority.replace(".blob.", ".dfs.", 1)
+            else:
+                authority = dfs_authority = netloc  # emulator: account in the path
+            kwargs.update(
+                blob_storage_authority=authority,
+                blob_storage_scheme=parts_url.scheme or "https",
+                # Azurite has no DFS endpoint; pyarrow's namespace probe must hit the
+                # blob endpoint or it tries <account>.dfs.core.windows.net (STORES.md)
+                dfs_storage_authority=dfs_authority,
+                dfs_storage_scheme=parts_url.scheme or "https",
+            )
+    elif suffix:
+        kwargs.update(
+            blob_storage_authority=f".blob.{suffix}", dfs_storage_authority=f".dfs.{suffix}"
+        )
+    return pafs.AzureFileSystem(**kwargs)
+
+
+def _parse_connection_string(conn: str) -> dict[str, str]:
+    out = {}
+    for item in conn.split(";"):
+        name, sep, value = item.partition("=")
+        if sep:
+            out[name.strip().lower()] = value.strip()
+    return out
+
+
+# -- resolving store forms -----------------------------------------------------
+
 StoreLike = Any  # str | tuple[fs, root] | Store | Callable[[], StoreLike]
 
-_MINIMALKV_SCHEMES = {"hfs": "file", "hmemory": "memory", "hs3": "s3", "hazure": "abfs"}
+_MINIMALKV_SCHEMES = {"hfs": "file", "fs": "file", "hmemory": "memory"}
 
 
 def resolve_store(
@@ -315,13 +686,36 @@ def _adapt_foreign(obj: Any, storage_options: dict[str, Any] | None, single_writ
     """Accept what a kartothek store factory returns, incl. minimalkv/simplekv stores."""
     if isinstance(obj, (Store, str, tuple, os.PathLike)):
         return resolve_store(obj, storage_options, single_writer=single_writer)
-    # minimalkv / simplekv filesystem and memory stores
+    if isinstance(obj, fsspec.AbstractFileSystem):
+        raise InvalidArgumentError(
+            f"a store factory returned a bare {type(obj).__name__}; return an "
+            "(fsspec filesystem, root path) tuple so the store knows its root"
+        )
+    # minimalkv / simplekv filesystem stores
     root = getattr(obj, "root", None)
-    if isinstance(root, str) and type(obj).__name__ in {"FilesystemStore", "WebFilesystemStore"}:
+    if isinstance(root, str) and type(obj).__name__ in {
+        "FilesystemStore",
+        "HFilesystemStore",
+        "WebFilesystemStore",
+    }:
         return LocalStore(root, single_writer=single_writer)
+    # minimalkv's fsspec-based stores (S3FSStore, GoogleCloudStore, ...): keys live
+    # at f"{_prefix}{key}", so a prefix that is a directory is our root
+    prefix = getattr(obj, "_prefix", None)
+    if isinstance(prefix, str) and (prefix == "" or prefix.endswith("/")):
+        fs = obj._fs  # created lazily by minimalkv, no request yet
+        if isinstance(fs, fsspec.AbstractFileSystem):
+            return _from_filesystem(fs, prefix.rstrip("/"), single_writer=single_writer)
+    # minimalkv's Azure stores keep a connection string and a container
+    conn, container = getattr(obj, "conn_string", None), getattr(obj, "container", None)
+    if isinstance(conn, str) and isinstance(container, str):
+        adlfs = import_optional("adlfs", extra="azure")
+        fs = adlfs.AzureBlobFileSystem(connection_string=conn, use_listings_cache=False)
+        return _azure_store(fs, container, single_writer)
     raise UnsupportedStoreError(
-        f"cannot use store object {type(obj).__name__!r}; pass a URL (e.g. 'hs3://...' or "
-        "'s3://bucket/prefix') instead of a minimalkv store object"
+        f"cannot use store object {type(obj).__name__!r}; pass its URL instead (e.g. "
+        "'hs3://key:secret@endpoint/bucket', 'hazure://account:key@container', "
+        "'hfs:///path', or 's3://bucket/prefix' with storage_options)"
     )
 
 
@@ -335,7 +729,7 @@ def _from_url(url: str, storage_options: dict[str, Any], *, single_writer: bool)
     scheme = _MINIMALKV_SCHEMES.get(scheme, scheme)
     if scheme == "file":
         path = parts.netloc + parts.path if parts.netloc not in ("", "localhost") else parts.path
-        return LocalStore(path, single_writer=single_writer)
+        return LocalStore(unquote(path), single_writer=single_writer)
     if scheme == "memory":
         return MemoryStore(parts.netloc + parts.path, single_writer=single_writer)
     factory = _REMOTE_FACTORIES.get(scheme)
@@ -349,9 +743,10 @@ def _from_url(url: str, storage_options: dict[str, Any], *, single_writer: bool)
     except (StoreError, UnsupportedStoreError, InvalidArgumentError, ImportError):
         raise
     except Exception as exc:  # the backend constructor failed
+        secrets = _secret_values(storage_options) | _url_secrets(parts)
         raise StoreError(
             f"could not open store {_strip_secret(url)!r} with options "
-            f"{redact(storage_options)}: {type(exc).__name__}: {exc}"
+            f"{redact(storage_options)}: {_scrub(f'{type(exc).__name__}: {exc}', secrets)}"
         ) from exc
 
 
@@ -368,6 +763,162 @@ def _from_filesystem(fs: fsspec.AbstractFileSystem, root: str, *, single_writer:
     return Store(fs, root, single_writer=single_writer)
 
 
+# -- remote factories ----------------------------------------------------------
+
+
+def _s3_from_url(url: str, options: dict[str, Any], single_writer: bool) -> Store:
+    """``s3://bucket/prefix`` or minimalkv's ``hs3://key:secret@endpoint/bucket``."""
+    parts = urlsplit(url)
+    if "@" in parts.netloc or parts.scheme.lower() in ("hs3", "boto"):
+        bucket, prefix, url_options = _minimalkv_s3(parts)
+    else:
+        bucket, prefix = parts.netloc, parts.path.strip("/")
+        url_options = {}
+    if not bucket:
+        raise InvalidArgumentError(f"store URL {_strip_secret(url)!r} names no bucket")
+    s3fs = import_optional("s3fs", extra="s3")
+    fs = s3fs.S3FileSystem(**_fs_options(url_options, options))
+    return _s3_store(fs, _join(bucket, prefix), single_writer)
+
+
+def _minimalkv_s3(parts: SplitResult) -> tuple[str, str, dict[str, Any]]:
+    """Parse minimalkv's S3 URL the way ``minimalkv.get_store_from_url`` does.
+
+    ``hs3://access_key:secret_key@endpoint/bucket?is_secure=false&region_name=...``;
+    like minimalkv, ``force_bucket_suffix`` (default true) appends
+    ``-<access_key>`` to the bucket so the URL reaches the same data.
+    """
+    user, password, host = _userinfo(parts.netloc)
+    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    bucket, _, prefix = parts.path.strip("/").partition("/")
+    options: dict[str, Any] = {}
+    client: dict[str, Any] = {}
+    if user:
+        options["key"] = user
+    if password:
+        options["secret"] = password
+    if query.get("session_token"):
+        options["token"] = query["session_token"]
+    if host:
+        secure = query.get("is_secure", "true").lower() == "true"
+        client["endpoint_url"] = f"{'https' if secure else 'http'}://{host}"
+    if query.get("region_name"):
+        client["region_name"] = query["region_name"]
+    if query.get("verify", "true").lower() == "false":
+        client["verify"] = False
+    if client:
+        options["client_kwargs"] = client
+    if query.get("force_bucket_suffix", "true").lower() == "true" and bucket:
+        access_key = user or os.environ.get("AWS_ACCESS_KEY_ID")
+        if not access_key:
+            raise InvalidArgumentError(
+                "minimalkv S3 URLs append '-<access key>' to the bucket name, but the URL "
+                "has no access key and AWS_ACCESS_KEY_ID is unset; add the key or "
+                "'?force_bucket_suffix=false'"
+            )
+        if not bucket.lower().endswith("-" + access_key.lower()):
+            bucket = f"{bucket}-{access_key.lower()}"
+    return bucket, prefix, options
+
+
+def _s3_store(fs: fsspec.AbstractFileSystem, root: str, single_writer: bool) -> Store:
+    return S3Store(fs, root, url=f"s3://{root}", single_writer=single_writer)
+
+
+def _gcs_from_url(url: str, options: dict[str, Any], single_writer: bool) -> Store:
+    """``gs://bucket/prefix`` or minimalkv's ``hgcs://<base64 credentials JSON>@bucket``."""
+    parts = urlsplit(url)
+    url_options: dict[str, Any] = {}
+    if "@" in parts.netloc:
+        creds, bucket = parts.netloc.rsplit("@", 1)
+        try:
+            token = json.loads(base64.urlsafe_b64decode(unquote(creds).encode()))
+        except ValueError as exc:
+            raise InvalidArgumentError(
+                "the credentials in a minimalkv GCS URL must be base64-encoded JSON"
+            ) from exc
+        url_options["token"] = token
+        if isinstance(token, dict) and token.get("project_id"):
+            url_options["project"] = token["project_id"]
+    else:
+        bucket = parts.netloc
+    if not bucket:
+        raise InvalidArgumentError(f"store URL {_strip_secret(url)!r} names no bucket")
+    gcsfs = _import_gcsfs()
+    fs = gcsfs.GCSFileSystem(**_fs_options(url_options, options))
+    return _gcs_store(fs, _join(bucket, parts.path.strip("/")), single_writer)
+
+
+def _gcs_store(fs: fsspec.AbstractFileSystem, root: str, single_writer: bool) -> Store:
+    return GCSStore(fs, root, url=f"gs://{root}", single_writer=single_writer)
+
+
+def _import_gcsfs() -> Any:
+    # gcsfs >= 2026 defaults to a gRPC bucket-type probe that stalls 60 s per call
+    # against plain HTTP endpoints (emulators, proxies); the JSON API is what we use.
+    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    return import_optional("gcsfs", extra="gcs")
+
+
+def _azure_from_url(url: str, options: dict[str, Any], single_writer: bool) -> Store:
+    """``abfs://container/prefix``, ``abfs://container@account.dfs.core.windows.net/prefix``
+    or minimalkv's ``hazure://account_name:account_key@container[?use_sas]``."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    url_options: dict[str, Any] = {}
+    if scheme in ("hazure", "azure"):
+        account, secret, container = _userinfo(parts.netloc)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        if account:
+            url_options["account_name"] = account
+        if secret:
+            url_options["sas_token" if "use_sas" in query else "account_key"] = secret
+    elif "@" in parts.netloc:
+        container, host = parts.netloc.split("@", 1)
+        account = host.split(".", 1)[0]
+        if account and ".core." in host:
+            url_options["account_name"] = account
+    else:
+        container = parts.netloc
+    if not container:
+        raise InvalidArgumentError(f"store URL {_strip_secret(url)!r} names no container")
+    adlfs = import_optional("adlfs", extra="azure")
+    fs = adlfs.AzureBlobFileSystem(**_fs_options(url_options, options))
+    return _azure_store(fs, _join(container, parts.path.strip("/")), single_writer)
+
+
+def _azure_store(fs: fsspec.AbstractFileSystem, root: str, single_writer: bool) -> Store:
+    return AzureStore(fs, root, url=f"abfs://{root}", single_writer=single_writer)
+
+
+def _fs_options(from_url: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """Merge URL-derived and user options (user wins, dicts merged one level deep)."""
+    out = dict(from_url)
+    for name, value in given.items():
+        if isinstance(value, Mapping) and isinstance(out.get(name), Mapping):
+            out[name] = {**out[name], **value}
+        else:
+            out[name] = value
+    out.setdefault("use_listings_cache", False)  # see _ObjectStore: never answer from a cache
+    return out
+
+
+def _join(container: str, prefix: str) -> str:
+    return f"{container}/{prefix}" if prefix else container
+
+
+def _userinfo(netloc: str) -> tuple[str | None, str | None, str]:
+    """``user:password@host`` -> (user, password, host), percent-decoded like minimalkv."""
+    if "@" not in netloc:
+        return None, None, netloc
+    info, host = netloc.rsplit("@", 1)
+    user, sep, password = info.partition(":")
+    return unquote(user) or None, (unquote(password) or None) if sep else None, host
+
+
+# -- helpers -------------------------------------------------------------------
+
+
 def _protocol(fs: fsspec.AbstractFileSystem) -> str:
     proto = fs.protocol
     return proto[0] if isinstance(proto, (tuple, list)) else str(proto)
@@ -376,8 +927,44 @@ def _protocol(fs: fsspec.AbstractFileSystem) -> str:
 def _strip_secret(url: str) -> str:
     parts = urlsplit(url)
     if "@" in parts.netloc:
-        return url.replace(parts.netloc, "***@" + parts.netloc.rsplit("@", 1)[1])
+        url = url.replace(parts.netloc, "***@" + parts.netloc.rsplit("@", 1)[1], 1)
     return url.split("?", 1)[0]
+
+
+def _url_secrets(parts: SplitResult) -> frozenset[str]:
+    user, password, _ = _userinfo(parts.netloc)
+    found = {s for s in (password,) if s}
+    if user and parts.scheme.lower() in ("hgcs", "gcs", "gs"):
+        found.add(user)  # the whole credentials JSON
+    for name, values in parse_qs(parts.query).items():
+        if any(hint in name.lower() for hint in ("token", "secret", "key", "sig")):
+            found.update(values)
+    return frozenset(found)
+
+
+def _secret_values(options: Mapping[str, Any]) -> frozenset[str]:
+    """Every value of ``options`` that :func:`redact` hides, as strings to scrub."""
+    found: set[str] = set()
+
+    def walk(original: Mapping[str, Any], redacted: Mapping[str, Any]) -> None:
+        for name, value in original.items():
+            if isinstance(value, Mapping):
+                walk(value, redacted.get(name) or {})
+            elif redacted.get(name) == "***" and isinstance(value, (str, bytes)):
+                text = value.decode(errors="replace") if isinstance(value, bytes) else value
+                found.add(text)
+                if "=" in text and ";" in text:  # a connection string: its parts, too
+                    found.update(v for v in _parse_connection_string(text).values())
+
+    walk(options, redact(options))
+    return frozenset(s for s in found if len(s) >= 4)
+
+
+def _scrub(text: str, secrets: Iterable[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        for form in {secret, quote(secret, safe=""), quote(secret)}:
+            text = text.replace(form, "***")
+    return text
 
 
 def _mtime(info: dict[str, Any]) -> datetime | None:
@@ -404,6 +991,27 @@ def _check_key(key: str) -> None:
 
 
 # Remote backends register themselves here: scheme -> factory(url, options, single_writer)
-_REMOTE_FACTORIES: dict[str, Callable[[str, dict[str, Any], bool], Store]] = {}
+_REMOTE_FACTORIES: dict[str, Callable[[str, dict[str, Any], bool], Store]] = {
+    "s3": _s3_from_url,
+    "s3a": _s3_from_url,
+    "hs3": _s3_from_url,
+    "boto": _s3_from_url,
+    "gs": _gcs_from_url,
+    "gcs": _gcs_from_url,
+    "hgcs": _gcs_from_url,
+    "abfs": _azure_from_url,
+    "abfss": _azure_from_url,
+    "az": _azure_from_url,
+    "hazure": _azure_from_url,
+    "azure": _azure_from_url,
+}
 # and protocol -> factory(fs, root, single_writer) for (fs, root) tuples.
-_FS_FACTORIES: dict[str, Callable[[fsspec.AbstractFileSystem, str, bool], Store]] = {}
+_FS_FACTORIES: dict[str, Callable[[fsspec.AbstractFileSystem, str, bool], Store]] = {
+    "s3": _s3_store,
+    "s3a": _s3_store,
+    "gs": _gcs_store,
+    "gcs": _gcs_store,
+    "abfs": _azure_store,
+    "abfss": _azure_store,
+    "az": _azure_store,
+}
