@@ -19,6 +19,7 @@ Log entries hold the full state, so any version is one read away.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -103,7 +104,7 @@ def load_latest(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
     if view.managed:
         return _roll_forward(store, dataset_uuid, view)
     # a view without our extension: written by plateau/kartothek
-    if store.get_or_none(keys.log_key(dataset_uuid, 0)) is None:
+    if not _has_log(store, dataset_uuid):
         return _with_schema(store, view)  # never managed by us: version 0
     return _reconcile_foreign_view(store, dataset_uuid, view)
 
@@ -266,9 +267,7 @@ def load_as_of(store: Store, dataset_uuid: str, as_of: datetime) -> DatasetMetad
         else:
             hi = mid - 1
     if best is None:
-        raise DatasetNotFoundError(
-            f"dataset {dataset_uuid!r} has no version committed at or before {as_of.isoformat()}"
-        )
+        raise _nothing_as_of(store, dataset_uuid, as_of, versions)
     return best
 
 
@@ -608,6 +607,7 @@ def garbage_collect(
         if version != latest.version:
             live |= referenced_keys(load_version(store, dataset_uuid, version))
     cutoff = (now or datetime.now(timezone.utc)) - grace_period
+    live |= _recently_expired_keys(store, dataset_uuid, cutoff, dry_run=dry_run)
     doomed = []
     for prefix in (f"{dataset_uuid}/{latest.table}/", f"{dataset_uuid}/indices/"):
         for info in store.list(prefix):
@@ -619,3 +619,176 @@ def garbage_collect(
     if not dry_run:
         store.delete_many(doomed)
     return doomed
+
+
+# -- retention --------------------------------------------------------------------
+
+EXPIRED_DIR = "_ktk/expired"
+_EXPIRY_STAMP = "%Y%m%dT%H%M%S%fZ"
+
+
+def expire_snapshots(
+    store: Store,
+    dataset_uuid: str,
+    *,
+    older_than: datetime | timedelta | None = None,
+    keep_last: int | None = None,
+    grace_period: timedelta = DEFAULT_GC_GRACE,
+    dry_run: bool = False,
+) -> list[int]:
+    """Forget old snapshots, so that ``garbage_collect`` can free the files only they use.
+
+    A version expires when it was committed before ``older_than`` (a UTC
+    datetime, or an age) *and* is not among the newest ``keep_last``.  Never
+    expired: the latest version, the newest log entry, and versions committed
+    within ``grace_period``, whose log entries a writer still publishing an
+    older view relies on (``docs/format.md``, "Retention").  Files of expired
+    snapshots survive until gc's grace period has passed since the expiry, so
+    a reader already reading them finishes.  Returns the expired versions,
+    oldest first (with ``dry_run`` those that would be, and nothing changes).
+    """
+    keys.validate_uuid(dataset_uuid)
+    now = datetime.now(timezone.utc)
+    limit = _expiry_limit(now, older_than, keep_last, grace_period)
+    latest = load(store, dataset_uuid)
+    logged = [v for v in log_versions(store, dataset_uuid) if v <= latest.version]
+    candidates = logged[:-1]  # the newest log entry starts every roll forward
+    if keep_last is not None:
+        newest = sorted({*logged, latest.version})[-keep_last:]
+        candidates = [v for v in candidates if v < newest[0]]
+    # commit timestamps increase with the version: the expired ones are a prefix
+    lo, hi = 0, len(candidates)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _committed_at(store, dataset_uuid, candidates[mid]) < limit:
+            lo = mid + 1
+        else:
+            hi = mid
+    expired = candidates[:lo]
+    if dry_run or not expired:
+        return expired
+    orphaned = _keys_of_versions(store, dataset_uuid, expired) - referenced_keys(latest)
+    if orphaned:
+        # written before the log entries go, so a concurrent gc sees either the
+        # entries or this record (it reads the log first, then the records)
+        stamp = datetime.now(timezone.utc)
+        record = {"expired_at": stamp.isoformat(), "versions": expired, "keys": sorted(orphaned)}
+        name = f"{stamp.strftime(_EXPIRY_STAMP)}-{uuidlib.uuid4().hex[:8]}.json"
+        store.put(f"{dataset_uuid}/{EXPIRED_DIR}/{name}", json.dumps(record).encode())
+    store.delete_many([keys.log_key(dataset_uuid, v) for v in expired])
+    return expired
+
+
+def _expiry_limit(
+    now: datetime,
+    older_than: datetime | timedelta | None,
+    keep_last: int | None,
+    grace_period: timedelta,
+) -> datetime:
+    """Validate the retention settings; versions committed before the result may expire."""
+    if older_than is None and keep_last is None:
+        raise InvalidArgumentError(
+            "expire_snapshots needs older_than= (a datetime or timedelta), keep_last= "
+            "(a positive int) or both; nothing was expired"
+        )
+    if keep_last is not None and (
+        not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 1
+    ):
+        raise InvalidArgumentError(
+            f"keep_last must be a positive int (the latest version is always kept), got "
+            f"{keep_last!r}"
+        )
+    if not isinstance(grace_period, timedelta) or grace_period < timedelta(0):
+        raise InvalidArgumentError(
+            f"grace_period must be a non-negative timedelta, got {grace_period!r}"
+        )
+    limit = now - grace_period
+    if isinstance(older_than, timedelta):
+        if older_than < timedelta(0):
+            raise InvalidArgumentError(
+                f"older_than must not be a negative timedelta, got {older_than!r}"
+            )
+        return min(limit, now - older_than)
+    if isinstance(older_than, datetime):
+        if older_than.tzinfo is None:
+            older_than = older_than.replace(tzinfo=timezone.utc)
+        return min(limit, older_than)
+    if older_than is not None:
+        raise InvalidArgumentError(
+            f"older_than must be a datetime or a timedelta, got {older_than!r}"
+        )
+    return limit
+
+
+def _committed_at(store: Store, dataset_uuid: str, version: int) -> datetime:
+    key = keys.log_key(dataset_uuid, version)
+    raw = store.get_or_none(key)
+    if raw is None:  # expired meanwhile by someone else
+        return datetime.min.replace(tzinfo=timezone.utc)
+    return _parse(raw, key).commit.timestamp
+
+
+def _keys_of_versions(store: Store, dataset_uuid: str, versions: Sequence[int]) -> set[str]:
+    """Every object the given snapshots reference (a missing entry references nothing)."""
+
+    def read(version: int) -> set[str]:
+        key = keys.log_key(dataset_uuid, version)
+        raw = store.get_or_none(key)
+        return set() if raw is None else referenced_keys(_parse(raw, key))
+
+    out: set[str] = set()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for found in pool.map(read, versions):
+            out |= found
+    return out
+
+
+def _recently_expired_keys(
+    store: Store, dataset_uuid: str, cutoff: datetime, *, dry_run: bool
+) -> set[str]:
+    """Keys of snapshots expired after ``cutoff``: readers may still be reading them.
+
+    Expiry records from before ``cutoff`` protect nothing any more and are
+    deleted (unless ``dry_run``).
+    """
+    live: set[str] = set()
+    stale = []
+    for info in store.list(f"{dataset_uuid}/{EXPIRED_DIR}"):
+        name = info.key.rsplit("/", 1)[-1]
+        try:
+            stamp = datetime.strptime(name.split("-", 1)[0], _EXPIRY_STAMP)
+        except ValueError:
+            continue  # not a record of ours
+        if stamp.replace(tzinfo=timezone.utc) <= cutoff:
+            stale.append(info.key)
+            continue
+        raw = store.get_or_none(info.key)
+        if raw is not None:
+            live.update(json.loads(raw).get("keys", ()))
+    if not dry_run:
+        store.delete_many(stale)
+    return live
+
+
+def _has_log(store: Store, dataset_uuid: str) -> bool:
+    """Whether ktk-arrow ever committed to the dataset (entry 0 may have been expired)."""
+    if store.get_or_none(keys.log_key(dataset_uuid, 0)) is not None:
+        return True
+    return bool(log_versions(store, dataset_uuid))
+
+
+def _nothing_as_of(
+    store: Store, dataset_uuid: str, as_of: datetime, versions: Sequence[int]
+) -> DatasetNotFoundError:
+    """The error for an ``as_of`` before the oldest retained snapshot."""
+    oldest = load_version(store, dataset_uuid, versions[0]) if versions else None
+    kept = (
+        f"; the oldest version kept is {oldest.version}, committed at "
+        f"{oldest.commit.timestamp.isoformat()} (older versions were expired or never existed)"
+        if oldest is not None
+        else ""
+    )
+    return DatasetNotFoundError(
+        f"dataset {dataset_uuid!r} has no version committed at or before "
+        f"{as_of.isoformat()}{kept}; ka.history() lists the versions kept"
+    )
