@@ -148,8 +148,13 @@ class Store:
     # -- writing ------------------------------------------------------------
     def put(self, key: str, data: bytes) -> None:
         """Write ``key`` whole, replacing it; readers never see a partial object."""
+        path = self.path(key)
         with self._translate(key):
-            self.fs.pipe_file(self.path(key), data)
+            try:
+                self.fs.pipe_file(path, data)
+            except FileNotFoundError:  # filesystems with real directories
+                self.fs.makedirs(self.fs._parent(path), exist_ok=True)
+                self.fs.pipe_file(path, data)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Atomically create ``key``; ``False`` (and nothing written) if it exists.
@@ -211,8 +216,12 @@ class Store:
     def _translate(self, key: str) -> _Translate:
         return _Translate(self, key)
 
+    _url_secrets: frozenset[str] = frozenset()
+
     def _secrets(self) -> frozenset[str]:
-        return _secret_values(getattr(self.fs, "storage_options", None) or {})
+        """Strings that must never appear in an error message."""
+        options = getattr(self.fs, "storage_options", None) or {}
+        return _secret_values(options) | self._url_secrets
 
 
 class _Translate:
@@ -733,6 +742,8 @@ def _from_url(url: str, storage_options: dict[str, Any], *, single_writer: bool)
     if scheme == "memory":
         return MemoryStore(parts.netloc + parts.path, single_writer=single_writer)
     factory = _REMOTE_FACTORIES.get(scheme)
+    if factory is None and scheme in fsspec.available_protocols():
+        factory = _generic_from_url  # readable; writable only in single-writer mode
     if factory is None:
         raise UnsupportedStoreError(
             f"unknown store scheme {parts.scheme!r} in {_strip_secret(url)!r}; use one of "
@@ -764,6 +775,16 @@ def _from_filesystem(fs: fsspec.AbstractFileSystem, root: str, *, single_writer:
 
 
 # -- remote factories ----------------------------------------------------------
+
+
+def _generic_from_url(url: str, options: dict[str, Any], single_writer: bool) -> Store:
+    """Any other fsspec URL (``http://``, ``sftp://``, ...): no atomic put-if-absent."""
+    fs, root = fsspec.core.url_to_fs(url, **options)
+    store = _from_filesystem(fs, root, single_writer=single_writer)
+    if type(store) is Store:
+        store.url = _strip_secret(url)
+        store._url_secrets = _url_secrets(urlsplit(url))
+    return store
 
 
 def _s3_from_url(url: str, options: dict[str, Any], single_writer: bool) -> Store:
