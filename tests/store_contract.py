@@ -249,11 +249,11 @@ class StoreContract:
             store.get(key)
 
     # -- arrow ------------------------------------------------------------------------
-    def test_arrow_filesystem_opens_path_of_key(self, store: Store) -> None:
+    @pytest.mark.parametrize("key", [SPECIAL_KEYS[0], SPECIAL_KEYS[1], SPECIAL_KEYS[3]])
+    def test_arrow_filesystem_opens_path_of_key(self, store: Store, key: str) -> None:
         table = pa.table({"x": [1, 2, 3], "s": ["a", "b", None]})
         sink = io.BytesIO()
         pq.write_table(table, sink)
-        key = SPECIAL_KEYS[0]
         store.put(key, sink.getvalue())
         fs = store.arrow_filesystem()
         if self.arrow_filesystem_type is not None:

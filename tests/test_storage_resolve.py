@@ -327,3 +327,12 @@ def test_single_writer_flag_is_passed_on(tmp_path: Path) -> None:
 def test_gcsfs_is_imported_without_the_grpc_probe() -> None:
     resolve_store("gs://b/p", {"token": "anon"})
     assert os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] == "false"
+
+
+def test_any_store_fixture_is_the_url_and_options_store(
+    any_store: Store, any_url_and_options: tuple[str, dict[str, Any]]
+) -> None:
+    url, options = any_url_and_options
+    assert list(any_store.list()) == []
+    any_store.put("k", b"v")
+    assert resolve_store(url, dict(options)).get("k") == b"v"

@@ -474,6 +474,7 @@ class GCSStore(_ObjectStore):
 
     gcsfs sends the condition on its multipart (< 50 MiB) and resumable
     uploads; commit objects are small, so they take the multipart path.
+    (fake-gcs-server enforces it on multipart uploads only; real GCS on both.)
     """
 
     def _native_arrow_fs(self) -> pafs.FileSystem | None:
