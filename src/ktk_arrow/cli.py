@@ -868,6 +868,44 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _older_than(text: str) -> dt.timedelta | dt.datetime:
+    """An age (``7d``) or an ISO timestamp (``2026-01-31T00:00``, UTC unless it says otherwise)."""
+    try:
+        return parse_duration(text)
+    except InvalidArgumentError:
+        try:
+            return dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise InvalidArgumentError(
+                f"invalid --older-than {text!r}; write an age (90s, 30m, 1h, 7d, 2w) or an "
+                "ISO timestamp (2026-01-31T00:00:00)"
+            ) from None
+
+
+def cmd_expire(args: argparse.Namespace) -> int:
+    store = _store(args)
+    older_than = _older_than(args.older_than) if args.older_than is not None else None
+    expired = commit.expire_snapshots(
+        store,
+        args.uuid,
+        older_than=older_than,
+        keep_last=args.keep_last,
+        grace_period=parse_duration(args.grace_period),
+        dry_run=args.dry_run,
+    )
+    if args.json:
+        _print_json({"dry_run": args.dry_run, "versions": expired})
+        return 0
+    if not expired:
+        print(f"nothing to expire (snapshots younger than {args.grace_period} are always kept)")
+        return 0
+    verb = "would expire" if args.dry_run else "expired"
+    print(f"{verb} {_plural(len(expired), 'snapshot')}: {', '.join(map(str, expired))}")
+    if not args.dry_run:
+        print("their files go with the next `ktk gc` once its grace period has passed")
+    return 0
+
+
 def cmd_compact(args: argparse.Namespace) -> int:
     store = _store(args)
     partitions = parse_filter(args.partitions) if args.partitions else None
@@ -1234,6 +1272,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="list, do not delete")
     p.set_defaults(func=cmd_gc)
+
+    p = dataset_command("expire", "forget old snapshots (time travel to them ends)", as_json)
+    p.add_argument("--older-than", metavar="AGE|TIME", help="e.g. 7d, or 2026-01-31T00:00:00")
+    p.add_argument("--keep-last", type=int, metavar="N", help="keep the newest N snapshots")
+    p.add_argument(
+        "--grace-period",
+        default="1h",
+        help="never expire snapshots younger than this (writers in flight); default 1h",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list, do not expire")
+    p.set_defaults(func=cmd_expire)
 
     p = dataset_command("compact", "merge small files per partition (one commit)", as_json)
     p.add_argument(
