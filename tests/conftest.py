@@ -184,9 +184,12 @@ class MotoServer:
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     workdir = tmp_path_factory.mktemp("moto")
+    binary = VENV_BIN / "moto_server"
+    if not binary.exists():
+        binary = Path(shutil.which("moto_server") or binary)
     proc = _start_emulator(
         "moto",
-        lambda port: [str(VENV_BIN / "moto_server"), "-H", LOOPBACK, "-p", str(port)],
+        lambda port: [str(binary), "-H", LOOPBACK, "-p", str(port)],
         "/moto-api/",
         workdir,
         # the request recorder behind moto_request_counter writes here

@@ -404,7 +404,7 @@ class _ObjectStore(Store):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.pop("_arrow_fs", None)  # rebuilt on demand; keeps credentials out of pickles
+        state.pop("_arrow_fs", None)  # rebuilt on demand in the receiving process
         return state
 
     # -- backend hooks ------------------------------------------------------
