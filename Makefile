@@ -13,12 +13,12 @@ $(CORE_STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[duckdb,polars]"
 	touch $@
 
-$(TEST_STAMP): pyproject.toml package.json
+$(TEST_STAMP): pyproject.toml package.json package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q -e ".[test]"
 	command -v npm >/dev/null || (apt-get update -q && apt-get install -y -q nodejs npm)
-	npm install --no-audit --no-fund --loglevel=error
+	npm ci --no-audit --no-fund --loglevel=error
 	command -v java >/dev/null || (apt-get update -q && apt-get install -y -q openjdk-17-jre-headless)
 	touch $@ $(CORE_STAMP)
 
