@@ -179,3 +179,20 @@ class DatasetContract:
         snap = ka.write_dataset(sales(), store, "fresh", mode="append", partition_on=["country"])
         assert snap.version == 0
         assert ka.dataset(store, "fresh").count_rows() == 12
+
+    def test_file_statistics_prune_without_opening_files(self, store):
+        for i in range(4):
+            chunk = sales(6, offset=100 * i)
+            chunk["when"] = pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(
+                chunk.customer, "D"
+            )
+            ka.write_dataset(chunk, store, "sales", mode="append")
+        ds = ka.dataset(store, "sales")
+        assert len(ds.tasks) == 4
+        narrowed = ds.filter([[("customer", ">=", 300)]])
+        assert len(narrowed.tasks) == 1
+        assert sorted(narrowed.to_table().column("customer").to_pylist()) == list(range(300, 306))
+        early = ds.filter(pc.field("when") < pd.Timestamp("2024-02-01", tz="UTC"))
+        assert len(early.tasks) == 1 and early.count_rows() == 6
+        either = ds.filter([[("amount", "<", 1.0)], [("customer", "==", 205)]])
+        assert len(either.tasks) == 2 and either.count_rows() == 2

@@ -107,6 +107,16 @@ def plan(
         return tasks
     if meta.partition_keys:
         tasks = [t for t in tasks if predicates.evaluate(pred, t.partition_values)]
+    stat_columns = predicates.columns(pred) - set(meta.partition_keys)
+    if stat_columns and meta.schema is not None and tasks:
+        schema = meta.schema
+        tasks = [
+            t
+            for t in tasks
+            if predicates.minmax_may_match(
+                pred, meta.files[t.label].typed_stats(schema, stat_columns)
+            )
+        ]
     if load_index is not None and tasks:
         for column in sorted(predicates.columns(pred) & set(meta.indices)):
             candidates = _candidates(load_index(column), pred, column)

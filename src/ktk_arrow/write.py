@@ -24,7 +24,7 @@ from .commit import Change, Snapshot
 from .errors import DatasetExistsError, InvalidArgumentError, KtkError, SchemaMismatchError
 from .spec import index as spec_index
 from .spec import keys
-from .spec.metadata import DatasetMetadata, FileEntry
+from .spec.metadata import DatasetMetadata, FileEntry, file_stats
 from .spec.schema import (
     TimestampUnit,
     check_column_names,
@@ -435,7 +435,7 @@ class FileWriter:
                 store_schema=True,
             )
             size = out.tell()
-        self.entries[-1] = FileEntry(label, key, size, data.num_rows)
+        self.entries[-1] = FileEntry(label, key, size, data.num_rows, file_stats(data))
         for column in self.plan.indices:
             spec_index.add(
                 self.index_delta[column], spec_index.values_in(table.column(column)), label

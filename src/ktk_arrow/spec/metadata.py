@@ -19,11 +19,12 @@ import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 import msgpack
 import pyarrow as pa
+import pyarrow.compute as pc
 import zstandard
 
 from ..errors import CorruptMetadataError
@@ -41,6 +42,17 @@ class FileEntry:
     key: str
     size: int | None = None
     rows: int | None = None
+    #: column -> [min, max, null count] as JSON values (see ``file_stats``)
+    stats: Mapping[str, list[Any]] | None = None
+
+    def typed_stats(self, schema: pa.Schema, columns: set[str]) -> dict[str, tuple[Any, Any, bool]]:
+        """``column -> (min, max, has_nulls)`` in Python values of the column types."""
+        out: dict[str, tuple[Any, Any, bool]] = {}
+        for column in columns & set(self.stats or ()) & set(schema.names):
+            lo, hi, nulls = (self.stats or {})[column]
+            arrow_type = schema.field(column).type
+            out[column] = (_stat_value(lo, arrow_type), _stat_value(hi, arrow_type), nulls > 0)
+        return out
 
     @property
     def partition_dir(self) -> str:
@@ -149,7 +161,10 @@ class DatasetMetadata:
         ext: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "commit": self.commit.to_json(),
-            "files": {label: [e.size, e.rows] for label, e in self.files.items()},
+            "files": {
+                label: [e.size, e.rows, e.stats] if e.stats else [e.size, e.rows]
+                for label, e in self.files.items()
+            },
         }
         if self.schema is not None:
             ext["schema"] = base64.b64encode(self.schema.serialize().to_pybytes()).decode()
@@ -188,8 +203,9 @@ class DatasetMetadata:
                     "single-table datasets (kartothek v4 / plateau) are supported"
                 )
             ((table, key),) = part_files.items()
-            size, rows = (sizes.get(label) or [None, None])[:2]
-            files[label] = FileEntry(label, key, size, rows)
+            known = sizes.get(label) or [None, None]
+            stats = known[2] if len(known) > 2 else None
+            files[label] = FileEntry(label, key, known[0], known[1], stats)
         schema = None
         if "schema" in ext:
             schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(ext["schema"])))
@@ -225,6 +241,53 @@ class DatasetMetadata:
         except Exception as exc:
             raise CorruptMetadataError(f"{source} is not valid msgpack.zstd: {exc}") from exc
         return cls.from_dict(data, source=source)
+
+
+_STATS_MAX_TEXT = 64
+
+
+def file_stats(table: pa.Table) -> dict[str, list[Any]]:
+    """Per-column ``[min, max, null count]`` of a data file, for pruning at planning time.
+
+    Kept for the types whose order Arrow and Python agree on; long strings are
+    left out so the metadata stays small.
+    """
+    out: dict[str, list[Any]] = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        t = column.type
+        if not (
+            pa.types.is_integer(t)
+            or pa.types.is_floating(t)
+            or pa.types.is_date(t)
+            or pa.types.is_timestamp(t)
+            or pa.types.is_string(t)
+            or pa.types.is_large_string(t)
+        ):
+            continue
+        if column.null_count == len(column):
+            continue
+        bounds = pc.min_max(column)
+        lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+        if isinstance(lo, str) and (len(lo) > _STATS_MAX_TEXT or len(hi) > _STATS_MAX_TEXT):
+            continue
+        if isinstance(lo, float) and (lo != lo or hi != hi):
+            continue
+        out[name] = [_stat_json(lo), _stat_json(hi), int(column.null_count)]
+    return out
+
+
+def _stat_json(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return value
+
+
+def _stat_value(value: Any, arrow_type: pa.DataType) -> Any:
+    if isinstance(value, str) and (
+        pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type)
+    ):
+        return pa.array([value]).cast(arrow_type)[0].as_py()
+    return value
 
 
 def _parse_value(raw: str, arrow_type: pa.DataType) -> Any:
