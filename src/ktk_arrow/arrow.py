@@ -16,7 +16,9 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 
 from . import commit, planning
 from .planning import FileTask, ScanFilter
@@ -110,15 +112,21 @@ class KartothekDataset(ds.FileSystemDataset):
             tasks = planning.plan(metadata, scan_filter, planning.index_loader(store, metadata))
         fs = store.arrow_filesystem()
         fmt = _parquet_format(store)
-        fragments = [
-            fmt.make_fragment(
-                store.path(t.key),
-                filesystem=fs,
-                partition_expression=planning.partition_expression(t, schema),
-                file_size=t.size,
-            )
-            for t in tasks
-        ]
+        expressions = _partition_expressions(tasks, schema)
+        if isinstance(fs, pafs.LocalFileSystem):
+            # a local open learns the size by fstat: a FileInfo per file would only cost time
+            fragments = [
+                fmt.make_fragment(store.path(t.key), filesystem=fs, partition_expression=e)
+                for t, e in zip(tasks, expressions)
+            ]
+        else:
+            # the size lets object stores read the footer without a HEAD request
+            fragments = [
+                fmt.make_fragment(
+                    store.path(t.key), filesystem=fs, partition_expression=e, file_size=t.size
+                )
+                for t, e in zip(tasks, expressions)
+            ]
         super().__init__(fragments, schema, fmt, fs)
         self._attach(store, metadata, tasks, scan_filter)
 
@@ -263,9 +271,44 @@ def _refilter(dataset_: KartothekDataset) -> KartothekDataset:
     return filtered
 
 
-def _expression_or_true(scan_filter: ScanFilter) -> Any:
-    import pyarrow.compute as pc
+def _partition_expressions(tasks: list[FileTask], schema: pa.Schema) -> list[pc.Expression]:
+    """``planning.partition_expression`` of each task, each term and directory built once.
 
+    Files of one partition directory share its expression, and a value's term
+    is built once per column, its scalar converted with the column's other
+    distinct values in one ``pa.array`` call (``pa.scalar`` per value is ~8x
+    slower): ``ka.dataset()`` on 10,000 single-file partitions spent most of
+    its time here.  Values are dict keys as they are: a partition column's
+    values all have one Python type, so ``True`` never meets ``1``.
+    """
+    distinct: dict[str, dict[Any, None]] = {}
+    for task in tasks:
+        for column, value in task.partition_values.items():
+            distinct.setdefault(column, {})[value] = None
+    terms: dict[str, dict[Any, pc.Expression]] = {}
+    for column, values in distinct.items():
+        field = pc.field(column)
+        present = [v for v in values if v is not None]
+        scalars = pa.array(present, type=schema.field(column).type)
+        by_value = {v: field == scalar for v, scalar in zip(present, scalars)}
+        by_value[None] = field.is_null()
+        terms[column] = by_value
+    by_directory: dict[tuple[Any, ...], pc.Expression] = {}
+    out = []
+    for task in tasks:
+        values = task.partition_values
+        directory = (*values, *values.values())
+        expr = by_directory.get(directory)
+        if expr is None:
+            for column, value in values.items():
+                term = terms[column][value]
+                expr = term if expr is None else expr & term
+            by_directory[directory] = expr = expr if expr is not None else pc.scalar(True)
+        out.append(expr)
+    return out
+
+
+def _expression_or_true(scan_filter: ScanFilter) -> Any:
     return scan_filter.expression if scan_filter.expression is not None else pc.scalar(True)
 
 
