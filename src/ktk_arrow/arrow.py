@@ -56,7 +56,14 @@ class KartothekPartitioning:
         )
 
     def parse(self, path: str) -> dict[str, Any]:
-        """Typed partition values of a label or path relative to the table directory."""
+        """Typed partition values of a label or path relative to the table directory.
+
+        ``path`` may name a file (``"c=1/d=x/<label>.parquet"``) or a partition
+        directory, with or without the trailing ``/``.
+        """
+        if "=" in path.rsplit("/", 1)[-1]:
+            # names and values have "=" quoted and file names have none: a directory
+            path += "/"
         pairs, _ = keys.parse_label(path)
         return {
             col: keys.string_to_value(raw, self.schema.field(col).type)
@@ -73,6 +80,9 @@ class KartothekPartitioning:
             and other.partition_keys == self.partition_keys
             and other.schema.equals(self.schema)
         )
+
+    def __hash__(self) -> int:
+        return hash((self.partition_keys, self.schema))
 
 
 def _plain_type(t: pa.DataType) -> pa.DataType:
