@@ -335,24 +335,38 @@ class Change:
     depends_on: Callable[[DatasetMetadata], Collection[str]] | None = None
 
 
-def commit(store: Store, dataset_uuid: str, change: Change) -> Snapshot:
-    """Commit ``change`` as the next snapshot, retrying on concurrent appends."""
+_UNKNOWN: Any = object()
+
+
+def commit(store: Store, dataset_uuid: str, change: Change, *, base: Any = _UNKNOWN) -> Snapshot:
+    """Commit ``change`` as the next snapshot, retrying on concurrent appends.
+
+    ``base`` is the state the writer already read (``None``: no dataset yet).
+    The first attempt builds on it without reading again; the put-if-absent of
+    the log entry tells whether it was still the newest.
+    """
     keys.validate_uuid(dataset_uuid)
     read_state: DatasetMetadata | None = None
     if change.read_version is not None and change.depends_on is not None:
-        read_state = load_version(store, dataset_uuid, change.read_version)
+        if base is not _UNKNOWN and base is not None and base.version == change.read_version:
+            read_state = base
+        else:
+            read_state = load_version(store, dataset_uuid, change.read_version)
     delay = 0.005
     for _attempt in range(MAX_ATTEMPTS):
-        base = load_latest(store, dataset_uuid)
+        if base is _UNKNOWN:
+            base = load_latest(store, dataset_uuid)
         _check_preconditions(dataset_uuid, base, change, read_state, store)
         new = _apply(store, dataset_uuid, base, change)
         if base is not None and not base.managed:
             # a state plateau wrote (version 0, or an adopted append) enters the log first
             store.put_if_absent(keys.log_key(dataset_uuid, base.version), base.to_json())
-        if store.put_if_absent(keys.log_key(dataset_uuid, new.version), new.to_json()):
-            _publish(store, dataset_uuid, new, base)
+        raw = new.to_json()
+        if store.put_if_absent(keys.log_key(dataset_uuid, new.version), raw):
+            _publish(store, dataset_uuid, new, base, raw)
             return Snapshot.of(new.commit)
         _discard_index_files(store, base, new)
+        base = _UNKNOWN
         time.sleep(delay * (1 + random.random()))
         delay = min(delay * 2, 0.5)
     raise CommitConflictError(
@@ -536,9 +550,16 @@ def _discard_index_files(store: Store, base: DatasetMetadata | None, lost: Datas
 
 
 def _publish(
-    store: Store, dataset_uuid: str, new: DatasetMetadata, base: DatasetMetadata | None
+    store: Store,
+    dataset_uuid: str,
+    new: DatasetMetadata,
+    base: DatasetMetadata | None,
+    raw: bytes | None = None,
 ) -> None:
-    """Rewrite the view after a won commit, and keep it from regressing."""
+    """Rewrite the view after a won commit, and keep it from regressing.
+
+    ``raw`` is ``new`` serialised already (the bytes of its log entry).
+    """
     try:
         current = new
         while True:
@@ -549,7 +570,7 @@ def _publish(
                     keys.common_metadata_key(dataset_uuid, current.table),
                     common_metadata_bytes(current.schema, current.partition_keys),
                 )
-            store.put(keys.metadata_key(dataset_uuid), current.to_json())
+            store.put(keys.metadata_key(dataset_uuid), raw or current.to_json())
             key = keys.log_key(dataset_uuid, current.version + 1)
             raw = store.get_or_none(key)
             if raw is None:

@@ -39,6 +39,7 @@ from .storage import Store, StoreLike, resolve_store
 MODES = ("create", "append", "overwrite")
 DEFAULT_ROW_GROUP_SIZE = 128 * 1024
 DEFAULT_MAX_ROWS_PER_FILE = 4 * 1024 * 1024
+SINGLE_PUT_BYTES = 16 * 1024 * 1024
 
 DataLike = Any  # pa.Table | pa.RecordBatchReader | pd.DataFrame | Iterable of those / batches
 
@@ -234,7 +235,7 @@ class PreparedWrite:
             self.delete_scope,
             metadata,
         )
-        return committer.commit(self.store, self.dataset_uuid, change)
+        return committer.commit(self.store, self.dataset_uuid, change, base=self.base)
 
 
 @dataclass
@@ -424,17 +425,24 @@ class FileWriter:
         # register before writing, so abort() also removes a half-written file
         entry = FileEntry(label, key, None, data.num_rows)
         self.entries.append(entry)
-        with self._fs.open_output_stream(path) as out:
-            pq.write_table(
-                data,
-                out,
-                row_group_size=self.row_group_size,
-                coerce_timestamps=None if self.plan.unit == "ns" else "us",
-                allow_truncated_timestamps=False,
-                compression="snappy",
-                store_schema=True,
-            )
-            size = out.tell()
+        options = {
+            "row_group_size": self.row_group_size,
+            "coerce_timestamps": None if self.plan.unit == "ns" else "us",
+            "allow_truncated_timestamps": False,
+            "compression": "snappy",
+            "store_schema": True,
+        }
+        if self.store.is_remote and data.nbytes < SINGLE_PUT_BYTES:
+            # one PUT instead of a multipart upload's three requests
+            buf = pa.BufferOutputStream()
+            pq.write_table(data, buf, **options)
+            payload = buf.getvalue().to_pybytes()
+            self.store.put(key, payload)
+            size = len(payload)
+        else:
+            with self._fs.open_output_stream(path) as out:
+                pq.write_table(data, out, **options)
+                size = out.tell()
         self.entries[-1] = FileEntry(label, key, size, data.num_rows, file_stats(data))
         for column in self.plan.indices:
             spec_index.add(
