@@ -108,6 +108,13 @@ class KartothekDataset(ds.FileSystemDataset):
     Extra attributes: ``dataset_uuid``, ``version``, ``snapshot``,
     ``metadata`` (parsed dataset metadata), ``partitioning``
     (:class:`KartothekPartitioning`), ``indices``, ``store``.
+
+    Scans through ``scanner``/``to_table``/``to_batches``/... (DuckDB calls
+    ``scanner``, Polars ``to_batches``) prune files by the secondary indices
+    and file statistics too.  ``pyarrow.dataset.Scanner.from_dataset(ds,
+    filter=...)``, an Acero ``ScanNodeOptions(ds, ...)`` and ``ds.join``
+    read the C++ dataset directly: Arrow prunes by partition values only.
+    Hand them ``ds.filter(expr)``, whose files are already pruned.
     """
 
     def __init__(
