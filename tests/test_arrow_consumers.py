@@ -421,3 +421,29 @@ def test_acero_scan_node_over_a_filtered_dataset_prunes_by_the_index(
 ) -> None:
     assert_rows(acero_scan(sales.filter(BY_CUSTOMER_EXPR), BY_CUSTOMER_EXPR), BY_CUSTOMER)
     assert files_opened() == 1
+
+
+# -- object stores ----------------------------------------------------------------
+
+
+@pytest.mark.emulator
+@pytest.mark.s3
+def test_scans_on_s3_send_no_head_request(s3_store: ka.Store, moto_request_counter: Any) -> None:
+    # fragments carry the file size from the metadata: Arrow reads footers straight away
+    for write, chunk in REFERENCE[REFERENCE.write < 2].groupby("write"):
+        ka.write_dataset(
+            chunk[COLUMNS],
+            s3_store,
+            UUID,
+            partition_on=["country", "year"],
+            secondary_indices=["customer"],
+            mode="create" if write == 0 else "append",
+        )
+    in_s3 = REFERENCE.write < 2
+    dataset = ka.dataset(s3_store, UUID)
+    with moto_request_counter() as counted:
+        got = duck_rows(duckdb.from_arrow(dataset).filter("country = 'US/CA'"))
+    assert_rows(got, in_s3 & BY_COUNTRY)
+    methods = collections.Counter(r.split(" ", 1)[0] for r in counted.requests)
+    assert set(methods) == {"GET"}, counted.requests
+    assert methods["GET"] >= files_holding(in_s3 & BY_COUNTRY)
