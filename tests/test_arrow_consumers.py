@@ -200,11 +200,6 @@ def test_duckdb_in_list_gets_the_rows(sales: ka.KartothekDataset) -> None:
     assert_rows(not_in, ~BY_CUSTOMERS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec.predicates.from_expression does not read if_else(is_valid(c), is_in(c, ...), "
-    "null), the form DuckDB pushes an IN list in: no index pruning (rows are right)",
-)
 def test_duckdb_in_list_prunes_by_the_index(sales: ka.KartothekDataset) -> None:
     in_list = ", ".join(str(c) for c in [CUSTOMER, *OTHERS])
     duckdb.sql(f"SELECT * FROM sales WHERE customer IN ({in_list})").fetchall()

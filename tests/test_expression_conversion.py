@@ -344,13 +344,23 @@ column_vs_column = a == pc.field("i32")
         (pc.field("i32").cast(pa.int8()) == 1, False, None),  # a narrowing cast
         (pc.field("a").cast(pa.float64()) == 1, False, None),  # int64 -> double is lossy
         (a + 1 == 2, False, None),
-        (pc.if_else(flag, a > 0, a < 0), False, None),
     ],
 )
 def test_unconvertible_parts_become_unknown(
     expr: pc.Expression, exact: bool, expected: Predicate | None
 ) -> None:
     assert canonical(convert(expr, exact=exact)) == canonical(expected)
+
+
+def test_if_else_in_the_form_duckdb_sends_in_lists_is_exact() -> None:
+    null = pc.scalar(pa.scalar(None, pa.bool_()))
+    pred, exact = from_expression(pc.if_else(a.is_valid(), a.isin([1, 2]), null), SCHEMA)
+    assert exact and pred is not None
+    # ("a" is not null) and ("a" in {1, 2}): every clause restricts "a" to 1 or 2
+    for clause in pred.clauses:
+        assert T("a", "in", frozenset({1, 2})) in clause
+    pred, exact = from_expression(pc.if_else(flag, a > 0, a < 0), SCHEMA)
+    assert pred is not None and exact
 
 
 def test_nested_and_positional_field_refs_are_unknown() -> None:

@@ -209,11 +209,6 @@ def test_an_unpartitioned_dataset_has_an_empty_partitioning(tmp_path) -> None:
     assert plain.to_table().equals(flat.to_table())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="write._split calls ChunkedArray.dictionary_decode, which pyarrow lacks",
-)
 def test_dictionary_partition_columns_have_a_plain_partition_type(tmp_path) -> None:
     table = pa.table(
         {"c": pa.array(["x", "y", "x"]).dictionary_encode(), "v": pa.array([1, 2, 3], pa.int64())}

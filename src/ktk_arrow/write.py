@@ -573,7 +573,7 @@ def _split(table: pa.Table, partition_keys: Sequence[str]) -> Iterator[tuple[lis
     key_table = table.select(list(partition_keys))
     key_table = pa.table(
         {
-            k: c.dictionary_decode() if pa.types.is_dictionary(c.type) else c
+            k: c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c
             for k, c in zip(key_table.column_names, key_table.combine_chunks().columns, strict=True)
         }
     )

@@ -1529,6 +1529,8 @@ class _Converter:
             return self.visit_null_check(node)
         if function == "is_in" and len(args) == 1:
             return self.visit_is_in(node)
+        if function == "if_else" and len(args) == 3:
+            return _if_else(*(self.visit(arg) for arg in args))
         return _UNKNOWN
 
     def visit_literal(self, scalar: Any) -> _Bounds:
@@ -1738,6 +1740,22 @@ def _strict(function: str, a: _Bounds, b: _Bounds) -> _Bounds:
 
     true, false = _STRICT_TRUTH[function]
     return _Bounds(lambda: side(true), lambda: side(false))
+
+
+def _if_else(cond: _Bounds, then: _Bounds, otherwise: _Bounds) -> _Bounds:
+    """``if_else(cond, then, otherwise)``: null where ``cond`` is null (DuckDB sends
+    ``IN`` lists as ``if_else(is_valid(c), is_in(c, ...), null)``)."""
+
+    def side(pick: Callable[[_Bounds], _Side]) -> _Side:
+        return _combine(
+            [
+                _combine([cond.t(), pick(then)], conjunction=True),
+                _combine([cond.f(), pick(otherwise)], conjunction=True),
+            ],
+            conjunction=False,
+        )
+
+    return _Bounds(lambda: side(_Bounds.t), lambda: side(_Bounds.f))
 
 
 def from_expression(expr: pc.Expression, schema: pa.Schema) -> tuple[Predicate | None, bool]:
