@@ -56,6 +56,24 @@ def test_concurrent_appends_from_processes_all_land(tmp_path):
     # the index saw every writer
     for w in range(writers):
         assert ka.dataset(root, "ds").count_rows(filter=[[("writer", "==", w)]]) == 3 * appends
+    # plateau, reading the view, sees the final state too
+    from functools import partial
+
+    from minimalkv import get_store_from_url
+    from plateau.io.eager import read_table
+
+    theirs = read_table("ds", partial(get_store_from_url, f"hfs://{root}"))
+    assert len(theirs) == len(df)
+    assert (
+        len(
+            read_table(
+                "ds",
+                partial(get_store_from_url, f"hfs://{root}"),
+                predicates=[[("writer", "==", 3)]],
+            )
+        )
+        == 3 * appends
+    )
 
 
 def test_overwrite_conflicts_with_concurrent_append_into_its_scope(tmp_path):
