@@ -69,8 +69,6 @@ def _race_context() -> Any:
 class StoreContract:
     """Every store behaviour, tested once, run on every backend."""
 
-    #: False for stores that live in one process (memory): race threads only.
-    shared_between_processes = True
     #: the pyarrow filesystem class ``arrow_filesystem()`` should return.
     arrow_filesystem_type: type[pafs.FileSystem] | None = None
     is_remote = False
@@ -83,10 +81,6 @@ class StoreContract:
     def store(self, store_spec: tuple[str, dict[str, Any]]) -> Store:
         url, options = store_spec
         return resolve_store(url, dict(options))
-
-    @pytest.fixture
-    def unreachable_store(self) -> tuple[Store, str]:
-        pytest.skip("this store has no network to be unreachable")
 
     # -- reading and writing ------------------------------------------------
     def test_put_get_round_trip(self, store: Store) -> None:
@@ -208,30 +202,6 @@ class StoreContract:
         assert len(winners) == 1, results
         assert store.get("race/thread") == winners[0]
 
-    def test_put_if_absent_race_processes(self, store_spec: tuple[str, dict[str, Any]]) -> None:
-        if not self.shared_between_processes:
-            pytest.skip("this store lives in one process")
-        url, options = store_spec
-        ctx = _race_context()
-        barrier = ctx.Barrier(RACERS)
-        results = ctx.Queue()
-        procs = [
-            ctx.Process(
-                target=_race_in_process,
-                args=(url, options, "race/process", f"proc-{i}".encode(), barrier, results),
-            )
-            for i in range(RACERS)
-        ]
-        for p in procs:
-            p.start()
-        outcome = dict(results.get(timeout=120) for _ in procs)
-        for p in procs:
-            p.join(timeout=30)
-        assert all(isinstance(won, bool) for won in outcome.values()), outcome
-        winners = [p for p, won in outcome.items() if won]
-        assert len(winners) == 1, outcome
-        assert resolve_store(url, dict(options)).get("race/process") == winners[0]
-
     # -- keys -------------------------------------------------------------------------
     @pytest.mark.parametrize("key", SPECIAL_KEYS)
     def test_special_character_keys_round_trip(self, store: Store, key: str) -> None:
@@ -304,7 +274,39 @@ class StoreContract:
         assert store.get("shared/back") == b"b"
         assert [i.key for i in store.list()] == ["shared/back"]
 
-    # -- errors ---------------------------------------------------------------------------
+
+class CrossProcessContract:
+    """For stores that several processes share: put-if-absent must hold across them."""
+
+    def test_put_if_absent_race_processes(self, store_spec: tuple[str, dict[str, Any]]) -> None:
+        url, options = store_spec
+        ctx = _race_context()
+        barrier = ctx.Barrier(RACERS)
+        results = ctx.Queue()
+        procs = [
+            ctx.Process(
+                target=_race_in_process,
+                args=(url, options, "race/process", f"proc-{i}".encode(), barrier, results),
+            )
+            for i in range(RACERS)
+        ]
+        for p in procs:
+            p.start()
+        outcome = dict(results.get(timeout=120) for _ in procs)
+        for p in procs:
+            p.join(timeout=30)
+        assert all(isinstance(won, bool) for won in outcome.values()), outcome
+        winners = [p for p, won in outcome.items() if won]
+        assert len(winners) == 1, outcome
+        assert resolve_store(url, dict(options)).get("race/process") == winners[0]
+
+
+class NetworkStoreContract:
+    """For stores behind a network: failures become StoreError, secrets stay out.
+
+    Subclasses provide ``unreachable_store``: ``(store on a closed port, its secret)``.
+    """
+
     def test_unreachable_store_raises_store_error_without_secret(
         self, unreachable_store: tuple[Store, str]
     ) -> None:

@@ -6,12 +6,12 @@ import pyarrow.fs as pafs
 import pytest
 
 from ktk_arrow.storage import AzureStore, resolve_store
-from store_contract import StoreContract
+from store_contract import CrossProcessContract, NetworkStoreContract, StoreContract
 
 pytestmark = [pytest.mark.azure, pytest.mark.emulator]
 
 
-class TestAzureStore(StoreContract):
+class TestAzureStore(StoreContract, CrossProcessContract, NetworkStoreContract):
     arrow_filesystem_type = pafs.AzureFileSystem
     is_remote = True
 

@@ -6,12 +6,12 @@ import pyarrow.fs as pafs
 import pytest
 
 from ktk_arrow.storage import GCSStore, resolve_store
-from store_contract import StoreContract
+from store_contract import CrossProcessContract, NetworkStoreContract, StoreContract
 
 pytestmark = [pytest.mark.gcs, pytest.mark.emulator]
 
 
-class TestGCSStore(StoreContract):
+class TestGCSStore(StoreContract, CrossProcessContract, NetworkStoreContract):
     arrow_filesystem_type = pafs.GcsFileSystem
     is_remote = True
 

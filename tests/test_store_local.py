@@ -5,10 +5,10 @@ from typing import Any
 import pyarrow.fs as pafs
 import pytest
 
-from store_contract import StoreContract
+from store_contract import CrossProcessContract, StoreContract
 
 
-class TestLocalStore(StoreContract):
+class TestLocalStore(StoreContract, CrossProcessContract):
     arrow_filesystem_type = pafs.LocalFileSystem
 
     @pytest.fixture

@@ -8,8 +8,6 @@ from store_contract import StoreContract
 
 
 class TestMemoryStore(StoreContract):
-    shared_between_processes = False
-
     @pytest.fixture
     def store_spec(self, memory_url_and_options: tuple[str, dict[str, Any]]):
         return memory_url_and_options

@@ -6,12 +6,12 @@ import pyarrow.fs as pafs
 import pytest
 
 from ktk_arrow.storage import S3Store, resolve_store
-from store_contract import StoreContract
+from store_contract import CrossProcessContract, NetworkStoreContract, StoreContract
 
 pytestmark = [pytest.mark.s3, pytest.mark.emulator]
 
 
-class TestS3Store(StoreContract):
+class TestS3Store(StoreContract, CrossProcessContract, NetworkStoreContract):
     arrow_filesystem_type = pafs.S3FileSystem
     is_remote = True
 
