@@ -212,3 +212,17 @@ def test_killed_writer_leaves_a_consistent_state(tmp_path, step):
     deleted = commit.garbage_collect(LocalStore(root), "ds", now=later)
     assert len(deleted) == (2 if step == "after_data" else 0)
     assert sorted(ka.dataset(root, "ds").to_table().column("x").to_pylist()) == sorted([*rows, 2])
+
+
+def test_gc_removes_temp_files_left_by_a_crashed_put(tmp_path):
+    store = LocalStore(str(tmp_path))
+    ka.write_dataset(frame(0, 0), store, "ds")
+    leftover = tmp_path / "ds" / "_ktk" / "log" / ".tmp-deadbeef"
+    leftover.write_bytes(b"half a log entry")
+    assert [i.key for i in store.list_temporary("ds")] == ["ds/_ktk/log/.tmp-deadbeef"]
+    assert "ds/_ktk/log/.tmp-deadbeef" not in {i.key for i in store.list("ds")}
+    assert commit.garbage_collect(store, "ds") == []  # young: may be a put in flight
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)
+    assert commit.garbage_collect(store, "ds", now=later) == ["ds/_ktk/log/.tmp-deadbeef"]
+    assert not leftover.exists()
+    assert ka.dataset(store, "ds").count_rows() == 3

@@ -594,6 +594,7 @@ def delete_dataset(store: Store, dataset_uuid: str) -> None:
     # the log next, so a crash part-way cannot bring the dataset back from it
     store.delete_many([info.key for info in store.list(f"{dataset_uuid}/{keys.LOG_DIR}")])
     store.delete_many([info.key for info in store.list(f"{dataset_uuid}/")])
+    store.delete_many([info.key for info in store.list_temporary(f"{dataset_uuid}/")])
 
 
 DEFAULT_GC_GRACE = timedelta(hours=1)
@@ -636,6 +637,9 @@ def garbage_collect(
                 continue
             if info.mtime is not None and info.mtime > cutoff:
                 continue
+            doomed.append(info.key)
+    for info in store.list_temporary(f"{dataset_uuid}/"):  # left by crashed puts
+        if info.mtime is not None and info.mtime <= cutoff:
             doomed.append(info.key)
     if not dry_run:
         store.delete_many(doomed)

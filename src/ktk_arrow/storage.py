@@ -124,13 +124,20 @@ class Store:
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object whose key starts with the directory ``prefix`` (recursive)."""
+        return (info for info in self._list(prefix) if not self._hidden(info.key))
+
+    def list_temporary(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Temp files of puts in flight, or left behind by a crashed writer (gc removes them)."""
+        return (info for info in self._list(prefix) if self._hidden(info.key))
+
+    def _list(self, prefix: str) -> list[ObjectInfo]:
         prefix = prefix.strip("/")
         base = self.path(prefix) if prefix else self.root
         with self._translate(prefix):
             try:
                 found = self._find(base)
             except FileNotFoundError:
-                return iter(())
+                return []
         below = f"{prefix}/" if prefix else ""
         infos = []
         for path, info in found.items():
@@ -139,11 +146,11 @@ class Store:
             key = self.key_of(path)
             # some backends return the prefix itself when it is an object, or
             # siblings sharing its first characters: only keys below it count
-            if not key.startswith(below) or self._hidden(key):
+            if not key.startswith(below):
                 continue
             infos.append(ObjectInfo(key, int(info.get("size") or 0), _mtime(info)))
         infos.sort(key=lambda i: i.key)
-        return iter(infos)
+        return infos
 
     # -- writing ------------------------------------------------------------
     def put(self, key: str, data: bytes) -> None:
