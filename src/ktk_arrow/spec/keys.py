@@ -34,12 +34,12 @@ COMMON_METADATA = "_common_metadata"
 NULL_VALUE = "__HIVE_DEFAULT_PARTITION__"
 LOG_DIR = "_ktk/log"
 
-_UUID_RE = re.compile(r"[a-zA-Z0-9+\-_]+")
+UUID_RE = re.compile(r"[a-zA-Z0-9+\-_]+")
 
 
 def validate_uuid(dataset_uuid: object) -> str:
     """Return ``dataset_uuid`` if kartothek accepts it; refuse path tricks like ``../x``."""
-    if not isinstance(dataset_uuid, str) or not _UUID_RE.fullmatch(dataset_uuid):
+    if not isinstance(dataset_uuid, str) or not UUID_RE.fullmatch(dataset_uuid):
         raise InvalidArgumentError(
             f"invalid dataset_uuid {dataset_uuid!r}: use only letters, digits, '+', '-' and '_' "
             "(no '/', '.', spaces or empty names)"

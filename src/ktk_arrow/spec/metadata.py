@@ -15,6 +15,7 @@ needs no further object.
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import json
 from collections.abc import Mapping
@@ -176,6 +177,28 @@ class DatasetMetadata:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "metadata") -> DatasetMetadata:
+        """Parse metadata; anything malformed or hostile is a ``CorruptMetadataError``."""
+        try:
+            meta = cls._from_dict(data, source)
+        except CorruptMetadataError:
+            raise
+        except (
+            KeyError,
+            TypeError,
+            AttributeError,
+            ValueError,
+            IndexError,
+            pa.ArrowException,
+            binascii.Error,
+        ) as exc:
+            raise CorruptMetadataError(
+                f"{source} is malformed: {type(exc).__name__}: {exc}"
+            ) from exc
+        _check_keys(meta, source)
+        return meta
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any], source: str) -> DatasetMetadata:
         try:
             version = data["dataset_metadata_version"]
             uuid = data["dataset_uuid"]
@@ -306,6 +329,26 @@ def _parse_value(raw: str, arrow_type: pa.DataType) -> Any:
 @functools.lru_cache(maxsize=65536)
 def _parse_cached(raw: str, arrow_type: pa.DataType) -> Any:
     return keys.string_to_value(raw, arrow_type)
+
+
+def _check_keys(meta: DatasetMetadata, source: str) -> None:
+    """Every referenced object must lie inside the dataset: no ``..``, no other dataset."""
+    if not isinstance(meta.uuid, str) or not keys.UUID_RE.fullmatch(meta.uuid):
+        raise CorruptMetadataError(f"{source} names an invalid dataset_uuid {meta.uuid!r}")
+    refs = [e.key for e in meta.files.values()]
+    refs += [ref for ref in meta.indices.values() if isinstance(ref, str)]
+    for ref in refs:
+        if (
+            not isinstance(ref, str)
+            or not ref.startswith(f"{meta.uuid}/")
+            or any(part in ("", ".", "..") for part in ref.split("/"))
+        ):
+            raise CorruptMetadataError(
+                f"{source} references {ref!r}, which is not an object of dataset {meta.uuid!r}"
+            )
+    for label in meta.files:
+        if not isinstance(label, str) or not label:
+            raise CorruptMetadataError(f"{source} has an invalid partition label {label!r}")
 
 
 def _index_ref_to_json(ref: str | Mapping[Any, list[str]]) -> Any:
