@@ -442,3 +442,22 @@ def test_scans_on_s3_send_no_head_request(s3_store: ka.Store, moto_request_count
     methods = collections.Counter(r.split(" ", 1)[0] for r in counted.requests)
     assert set(methods) == {"GET"}, counted.requests
     assert methods["GET"] >= files_holding(in_s3 & BY_COUNTRY)
+
+
+def test_duckdb_on_a_python_filesystem_store_does_not_deadlock() -> None:
+    """pyarrow's Scanner.to_reader() keeps the GIL; reads through a Python
+    filesystem (memory://) need it on Arrow's I/O threads.  Repeated scans
+    used to hang forever."""
+    import uuid as uuidlib
+
+    store = ka.resolve_store(f"memory://deadlock-{uuidlib.uuid4().hex}")
+    frames = [
+        pd.DataFrame({"p": [f"p{i % 4}"] * 50, "x": range(i * 50, (i + 1) * 50)}) for i in range(8)
+    ]
+    ka.write_dataset(frames, store, "ds", partition_on=["p"])
+    data = ka.dataset(store, "ds")  # noqa: F841 - DuckDB finds it by name
+    for _ in range(30):
+        assert duckdb.sql("SELECT count(*), sum(x) FROM data").fetchall() == [
+            (400, sum(range(400)))
+        ]
+        assert duckdb.sql("SELECT count(*) FROM data WHERE p = 'p1'").fetchall() == [(100,)]

@@ -222,9 +222,18 @@ class KartothekDataset(ds.FileSystemDataset):
     def scanner(self, columns: Any = None, filter: Any = None, **kwargs: Any) -> ds.Scanner:  # type: ignore[override]
         kwargs.setdefault("fragment_scan_options", _scan_options(self.store))
         narrowed = self._narrowed(filter)
-        return ds.FileSystemDataset.scanner(
+        scanner = ds.FileSystemDataset.scanner(
             narrowed, columns=columns, filter=self._row_filter(narrowed), **kwargs
         )
+        if isinstance(self.filesystem, pafs.PyFileSystem):
+            # pyarrow's Scanner.to_reader() keeps the GIL while reads through a
+            # Python filesystem need it on Arrow's I/O threads: a deadlock (DuckDB
+            # calls to_reader).  to_table() releases the GIL, so read through it.
+            # Only memory:// and unmapped fsspec stores take this path.
+            table = scanner.to_table()
+            passthrough = {k: v for k, v in kwargs.items() if k in ("batch_size", "use_threads")}
+            return ds.InMemoryDataset(table).scanner(**passthrough)
+        return scanner
 
     def to_table(self, columns: Any = None, filter: Any = None, **kwargs: Any) -> pa.Table:  # type: ignore[override]
         return self.scanner(columns=columns, filter=filter, **kwargs).to_table()
