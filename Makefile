@@ -26,6 +26,9 @@ demo: $(CORE_STAMP)
 	$(PY) -m ktk_arrow.cli demo ./demo-store
 
 test: $(TEST_STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy --strict src/ktk_arrow/spec src/ktk_arrow/commit.py src/ktk_arrow/planning.py
 	$(PY) -m pytest -n 2 -q
 
 lint: $(TEST_STAMP)
@@ -33,11 +36,12 @@ lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
 typecheck: $(TEST_STAMP)
-	$(VENV)/bin/mypy --strict src/ktk_arrow/spec
+	$(VENV)/bin/mypy --strict src/ktk_arrow/spec src/ktk_arrow/commit.py src/ktk_arrow/planning.py
 
 bench: $(TEST_STAMP)
 	$(PY) benchmarks/read.py
 	$(PY) benchmarks/write.py
+	$(PY) benchmarks/commit.py
 
 clean:
 	rm -rf $(VENV) node_modules demo-store .pytest_cache .hypothesis

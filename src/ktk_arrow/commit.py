@@ -508,13 +508,13 @@ def _new_indices(
                 )
             merged = spec_index.as_index(change.index_full[column])
         else:
-            delta = change.index_delta.get(column, {})
+            delta = spec_index.as_index(change.index_delta.get(column, {}))
             if not removed and not delta:
                 continue
             if column in base.indices and (not removed or removed != set(base.files)):
                 current = read_index(store, base, column)
             else:
-                current = {}
+                current = spec_index.Index()
             if column not in change.index_delta and change.add:
                 # new files were written without this index: it would silently miss them
                 raise InvalidArgumentError(
