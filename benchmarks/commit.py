@@ -31,7 +31,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 
 import ktk_arrow as ka
+from _util import timed
 from ktk_arrow import commit as committer
 
 BUCKET = "bench"
@@ -60,15 +61,6 @@ def small_table(seed: int, rows: int = 100) -> pa.Table:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
-
-
-def median_time(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:
@@ -384,8 +376,8 @@ def s3_sections(
                 with moto.recording(recorded):
                     plan()
                 seen[name] = classify(moto, recorded)
-            t_ours = median_time(lambda: plan_ktk(ktk_url, kopt), 5)
-            t_peer = median_time(lambda: plan_delta(delta_uri, dopt), 5)
+            t_ours = timed(lambda: plan_ktk(ktk_url, kopt), 5)
+            t_peer = timed(lambda: plan_delta(delta_uri, dopt), 5)
             o, p = seen["ktk"], seen["delta"]
             planning += [
                 [
@@ -421,7 +413,7 @@ def partition_scaling(workdir: Path, sizes: list[int], budget_s: float) -> list[
         ka.write_dataset(table, root, "ds", partition_on=["part"])
         created = time.perf_counter() - start
         view = os.path.getsize(os.path.join(root, "ds.by-dataset-metadata.json"))
-        plan = median_time(lambda root=root: ka.dataset(root, "ds"), 3)
+        plan = timed(lambda root=root: ka.dataset(root, "ds"), 3)
         times = CommitTimes()
         repeat = 20 if n <= 1_000 else 10 if n <= 10_000 else 5
         with timing_commits(times):
