@@ -89,7 +89,8 @@ def quote_value(text: str) -> str:
 
 
 def unquote_value(text: str) -> str:
-    return unquote(text)
+    # most partition values need no decoding; skip urllib's slower path for them
+    return unquote(text) if "%" in text else text
 
 
 def partition_directory(partition_keys: tuple[str, ...] | list[str], raw_values: list[str]) -> str:
