@@ -286,11 +286,14 @@ def _rebuild(
 ) -> KartothekDataset:
     meta = DatasetMetadata.from_json(raw_metadata)
     dataset_ = KartothekDataset(store, meta, tasks, scan_filter)
-    return _refilter(dataset_) if scan_filter.expression is not None else dataset_
+    return _refilter(dataset_)
 
 
 def _refilter(dataset_: KartothekDataset) -> KartothekDataset:
+    """Attach the dataset's own filter for Arrow, so every consumer applies it to rows."""
     expr = dataset_._ktk_filter.expression
+    if expr is None:
+        return dataset_
     filtered = ds.FileSystemDataset.filter(dataset_, expr)
     filtered._attach(dataset_.store, dataset_.metadata, dataset_.tasks, dataset_._ktk_filter)
     assert isinstance(filtered, KartothekDataset)
@@ -359,8 +362,11 @@ def dataset(
     """Open a kartothek dataset (at a snapshot) as a ``pyarrow.dataset.Dataset``."""
     resolved = resolve_store(store, storage_options)
     meta = commit.load(resolved, dataset_uuid, version=version, as_of=as_of)
-    full = KartothekDataset(resolved, meta, None, planning.NO_FILTER)
-    return full.filter(filter) if filter is not None else full
+    if filter is None:
+        return KartothekDataset(resolved, meta, None, planning.NO_FILTER)
+    # plan once, with the filter, instead of building every fragment first
+    scan_filter = planning.make_filter(filter, _dataset_schema(meta))
+    return _refilter(KartothekDataset(resolved, meta, None, scan_filter))
 
 
 def history(
