@@ -9,8 +9,10 @@ files written so far are deleted again.
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid as uuidlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -355,6 +357,20 @@ def _check_scope(
     return out
 
 
+_WRITE_THREADS = max(2, min(8, os.cpu_count() or 2))
+
+
+@dataclass(frozen=True)
+class _FileJob:
+    """One file to write: its name, the rows (with partition columns) and the data to store."""
+
+    label: str
+    key: str
+    rows: pa.Table
+    data: pa.Table
+    position: int
+
+
 class FileWriter:
     """Writes partitioned parquet files for one commit and remembers what it wrote."""
 
@@ -407,24 +423,44 @@ class FileWriter:
             return
         check_timestamps(table, self.plan.unit)
         table = conform(table, self.schema)
-        for values, part in _split(table, self.plan.partition_keys):
-            for start in range(0, part.num_rows, self.max_rows_per_file):
-                self._write_file(values, part.slice(start, self.max_rows_per_file))
+        jobs = [
+            self._prepare_file(values, part.slice(start, self.max_rows_per_file))
+            for values, part in _split(table, self.plan.partition_keys)
+            for start in range(0, part.num_rows, self.max_rows_per_file)
+        ]
+        # pq.write_table releases the GIL: write a chunk's files in parallel
+        if len(jobs) > 1:
+            with ThreadPoolExecutor(max_workers=min(len(jobs), _WRITE_THREADS)) as pool:
+                done = list(pool.map(self._write_file, jobs))
+        else:
+            done = [self._write_file(job) for job in jobs]
+        for job, size in zip(jobs, done, strict=True):
+            self.entries[job.position] = FileEntry(
+                job.label, job.key, size, job.data.num_rows, file_stats(job.data)
+            )
+            for column in self.plan.indices:
+                spec_index.add(
+                    self.index_delta[column],
+                    spec_index.values_in(job.rows.column(column)),
+                    job.label,
+                )
 
-    def _write_file(self, values: list[Any], table: pa.Table) -> None:
+    def _prepare_file(self, values: list[Any], rows: pa.Table) -> _FileJob:
+        """Name the file and register it (so abort() removes it even half-written)."""
         assert self.schema is not None
         raw_values = [keys.value_to_string(v) for v in values]
         directory = keys.partition_directory(self.plan.partition_keys, raw_values)
         name = self.name_prefix + uuidlib.uuid4().hex
         label = f"{directory}/{name}" if directory else name
         key = keys.data_key(self.dataset_uuid, label)
-        data = table.select([n for n in table.column_names if n not in self.plan.partition_keys])
+        data = rows.select([n for n in rows.column_names if n not in self.plan.partition_keys])
         data = data.cast(data_schema(self.schema, self.plan.partition_keys))
-        path = self.store.path(key)
-        self._ensure_dir(path)
-        # register before writing, so abort() also removes a half-written file
-        entry = FileEntry(label, key, None, data.num_rows)
-        self.entries.append(entry)
+        self._ensure_dir(self.store.path(key))
+        self.entries.append(FileEntry(label, key, None, data.num_rows))
+        return _FileJob(label, key, rows, data, len(self.entries) - 1)
+
+    def _write_file(self, job: _FileJob) -> int:
+        """Write one parquet file; returns its size in bytes."""
         options = {
             "row_group_size": self.row_group_size,
             "coerce_timestamps": None if self.plan.unit == "ns" else "us",
@@ -432,22 +468,16 @@ class FileWriter:
             "compression": "snappy",
             "store_schema": True,
         }
-        if self.store.is_remote and data.nbytes < SINGLE_PUT_BYTES:
+        if self.store.is_remote and job.data.nbytes < SINGLE_PUT_BYTES:
             # one PUT instead of a multipart upload's three requests
             buf = pa.BufferOutputStream()
-            pq.write_table(data, buf, **options)
+            pq.write_table(job.data, buf, **options)
             payload = buf.getvalue().to_pybytes()
-            self.store.put(key, payload)
-            size = len(payload)
-        else:
-            with self._fs.open_output_stream(path) as out:
-                pq.write_table(data, out, **options)
-                size = out.tell()
-        self.entries[-1] = FileEntry(label, key, size, data.num_rows, file_stats(data))
-        for column in self.plan.indices:
-            spec_index.add(
-                self.index_delta[column], spec_index.values_in(table.column(column)), label
-            )
+            self.store.put(job.key, payload)
+            return len(payload)
+        with self._fs.open_output_stream(self.store.path(job.key)) as out:
+            pq.write_table(job.data, out, **options)
+            return int(out.tell())
 
     def _ensure_dir(self, path: str) -> None:
         if self.store.is_remote:
@@ -585,9 +615,11 @@ def _split(table: pa.Table, partition_keys: Sequence[str]) -> Iterator[tuple[lis
             return
     rows = key_table.append_column("__row", pa.array(np.arange(table.num_rows)))
     grouped = rows.group_by(list(partition_keys), use_threads=False).aggregate([("__row", "list")])
-    for record in grouped.to_pylist():
-        values = [record[k] for k in partition_keys]
-        yield values, table.take(pa.array(record["__row_list"], type=pa.int64()))
+    key_values = [grouped.column(k).to_pylist() for k in partition_keys]
+    row_lists = grouped.column("__row_list").combine_chunks()
+    for i in range(grouped.num_rows):
+        # the row numbers stay Arrow arrays: no round trip through Python ints
+        yield [column[i] for column in key_values], table.take(row_lists[i].values)
 
 
 def _partitionable(t: pa.DataType) -> bool:
