@@ -39,7 +39,7 @@ from .spec.schema import (
 from .storage import Store, StoreLike, resolve_store
 
 MODES = ("create", "append", "overwrite")
-DEFAULT_ROW_GROUP_SIZE = 128 * 1024
+DEFAULT_ROW_GROUP_SIZE = 512 * 1024  # rows; 128Ki wrote 1M rows ~1.8x slower, 1Mi ~15% faster
 DEFAULT_MAX_ROWS_PER_FILE = 4 * 1024 * 1024
 SINGLE_PUT_BYTES = 16 * 1024 * 1024
 
