@@ -516,3 +516,23 @@ def test_cluster_filtered_dataset_ships_to_a_worker(client: Any, store: str) -> 
     filtered = ka.dataset(store, "u", filter=[[("x", "==", "v2"), ("y", ">", 3.0)]])
     rows, ys = client.submit(_count, filtered).result()
     assert (rows, ys) == (2, [6.0, 10.0])
+
+
+def test_integer_columns_with_nulls_in_some_files_have_one_dtype(tmp_path):
+    import dask
+
+    from ktk_arrow.io.dask.dataframe import read_dataset_as_ddf
+
+    root = str(tmp_path)
+    with_nulls = pd.DataFrame({"p": ["a", "a"], "x": pd.array([1, None], dtype="Int64")})
+    without = pd.DataFrame({"p": ["b", "b"], "x": pd.array([2, 3], dtype="Int64")})
+    all_null = pd.DataFrame({"p": ["c"], "x": pd.array([None], dtype="Int64")})
+    ka.write_dataset([with_nulls, without, all_null], root, "d", partition_on=["p"])
+    ddf = read_dataset_as_ddf("d", root)
+    assert ddf.dtypes["x"] == pd.Int64Dtype()
+    parts = dask.compute(*ddf.to_delayed())
+    assert [part["x"].dtype for part in parts] == [pd.Int64Dtype()] * 3
+    assert ddf.x.sum().compute() == 6
+    # without nulls anywhere, plain int64 as plateau reads it
+    ka.write_dataset(without, root, "e", partition_on=["p"])
+    assert read_dataset_as_ddf("e", root).dtypes["x"] == np.int64

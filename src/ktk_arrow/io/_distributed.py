@@ -84,6 +84,7 @@ class PartReader:
         dates_as_object: bool,
         categories: Mapping[str, pd.CategoricalDtype],
         index_on: str | None = None,
+        dtypes: Mapping[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.columns = columns
@@ -92,6 +93,8 @@ class PartReader:
         self.dates_as_object = dates_as_object
         self.categories = dict(categories)
         self.index_on = index_on
+        #: columns every part casts to, so parts agree with the meta
+        self.dtypes = dict(dtypes or {})
 
     def __call__(self, part: ReadPart, columns: Sequence[str] | None = None) -> pd.DataFrame:
         wanted = self.columns if columns is None else [c for c in self.columns if c in columns]
@@ -110,6 +113,9 @@ class PartReader:
             dates_as_object=self.dates_as_object,
             categories=self.categories,
         )
+        for name, dtype in self.dtypes.items():
+            if name in df.columns and df[name].dtype != dtype:
+                df[name] = df[name].astype(dtype)
         if self.index_on is not None:
             df = df.set_index(self.index_on)
         return df[wanted]
@@ -190,6 +196,10 @@ def plan_read(
         meta = _meta(ds, [*cols, index_on], cats, dates_as_object, categories)
         meta = meta.set_index(index_on)
         divisions = _divisions(ds, index_on, parts, dates_as_object)
+    dtypes = _nullable_integers(narrowed, [t for p in parts for t in p.tasks])
+    for name, dtype in dtypes.items():
+        if name in meta.columns:
+            meta[name] = meta[name].astype(dtype)
     reader = PartReader(
         resolved,
         cols,
@@ -198,8 +208,26 @@ def plan_read(
         dates_as_object=dates_as_object,
         categories=categories,
         index_on=index_on,
+        dtypes=dtypes,
     )
     return ReadPlan(ds, parts, reader, meta, divisions)
+
+
+def _nullable_integers(ds: arrow.KartothekDataset, tasks: Sequence[FileTask]) -> dict[str, Any]:
+    """Integer columns some planned file holds nulls in (by the stored null counts).
+
+    pandas reads such a file's column as ``Int64``, a file without nulls as
+    ``int64``; the meta and every part then use the nullable dtype.
+    """
+    out: dict[str, Any] = {}
+    files = ds.metadata.files
+    for column in ds.schema:
+        if not pa.types.is_integer(column.type) or column.name in ds.metadata.partition_keys:
+            continue
+        if any((files[t.label].stats or {}).get(column.name, [None, None, 0])[2] for t in tasks):
+            signed = pa.types.is_signed_integer(column.type)
+            out[column.name] = pd.Int64Dtype() if signed else pd.UInt64Dtype()
+    return out
 
 
 def _slim(meta: DatasetMetadata, tasks: Sequence[FileTask]) -> DatasetMetadata:

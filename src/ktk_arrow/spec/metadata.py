@@ -288,6 +288,7 @@ def file_stats(table: pa.Table) -> dict[str, list[Any]]:
         ):
             continue
         if column.null_count == len(column):
+            out[name] = [None, None, int(column.null_count)]  # bounds unknown, nulls known
             continue
         bounds = pc.min_max(column)
         lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
