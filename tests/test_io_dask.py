@@ -536,3 +536,20 @@ def test_integer_columns_with_nulls_in_some_files_have_one_dtype(tmp_path):
     # without nulls anywhere, plain int64 as plateau reads it
     ka.write_dataset(without, root, "e", partition_on=["p"])
     assert read_dataset_as_ddf("e", root).dtypes["x"] == np.int64
+
+
+def test_bool_columns_with_nulls_in_some_files_have_one_dtype(tmp_path):
+    import dask
+
+    from ktk_arrow.io.dask.dataframe import read_dataset_as_ddf
+
+    root = str(tmp_path)
+    frames = [
+        pd.DataFrame({"p": ["a"], "b": pd.array([None], dtype="boolean")}),
+        pd.DataFrame({"p": ["b", "b"], "b": pd.array([True, False], dtype="boolean")}),
+    ]
+    ka.write_dataset(frames, root, "d", partition_on=["p"])
+    ddf = read_dataset_as_ddf("d", root)
+    assert ddf.dtypes["b"] == pd.BooleanDtype()
+    assert [part["b"].dtype for part in dask.compute(*ddf.to_delayed())] == [pd.BooleanDtype()] * 2
+    assert ka.dataset(root, "d").count_rows(filter=[[("b", "==", True)]]) == 1

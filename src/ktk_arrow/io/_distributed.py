@@ -214,19 +214,26 @@ def plan_read(
 
 
 def _nullable_integers(ds: arrow.KartothekDataset, tasks: Sequence[FileTask]) -> dict[str, Any]:
-    """Integer columns some planned file holds nulls in (by the stored null counts).
+    """Integer and bool columns some planned file holds nulls in (by the stored null counts).
 
-    pandas reads such a file's column as ``Int64``, a file without nulls as
-    ``int64``; the meta and every part then use the nullable dtype.
+    pandas reads such a file's column as ``Int64``/``boolean``, a file without
+    nulls as ``int64``/``bool``; the meta and every part then use the nullable dtype.
     """
     out: dict[str, Any] = {}
     files = ds.metadata.files
     for column in ds.schema:
-        if not pa.types.is_integer(column.type) or column.name in ds.metadata.partition_keys:
+        t = column.type
+        if column.name in ds.metadata.partition_keys:
             continue
-        if any((files[t.label].stats or {}).get(column.name, [None, None, 0])[2] for t in tasks):
-            signed = pa.types.is_signed_integer(column.type)
-            out[column.name] = pd.Int64Dtype() if signed else pd.UInt64Dtype()
+        if not (pa.types.is_integer(t) or pa.types.is_boolean(t)):
+            continue
+        if any((files[k.label].stats or {}).get(column.name, [None, None, 0])[2] for k in tasks):
+            if pa.types.is_boolean(t):
+                out[column.name] = pd.BooleanDtype()
+            elif pa.types.is_signed_integer(t):
+                out[column.name] = pd.Int64Dtype()
+            else:
+                out[column.name] = pd.UInt64Dtype()
     return out
 
 

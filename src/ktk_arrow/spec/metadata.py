@@ -280,6 +280,7 @@ def file_stats(table: pa.Table) -> dict[str, list[Any]]:
         t = column.type
         if not (
             pa.types.is_integer(t)
+            or pa.types.is_boolean(t)
             or pa.types.is_floating(t)
             or pa.types.is_date(t)
             or pa.types.is_timestamp(t)
