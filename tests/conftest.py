@@ -485,6 +485,13 @@ def remote_url_and_options(request: pytest.FixtureRequest) -> UrlAndOptions:
     return value
 
 
+@pytest.fixture(params=_backend_params(("local", *REMOTE_BACKENDS)))
+def shared_url_and_options(request: pytest.FixtureRequest) -> UrlAndOptions:
+    """``(url, storage_options)`` of a fresh store that several processes can share."""
+    value: UrlAndOptions = request.getfixturevalue(f"{request.param}_url_and_options")
+    return value
+
+
 @pytest.fixture
 def remote_store(remote_url_and_options: UrlAndOptions) -> Store:
     return _open(remote_url_and_options)

@@ -169,49 +169,52 @@ def test_gc_keeps_files_of_retained_snapshots_and_young_orphans(tmp_path):
 
 _CRASH_SCRIPT = textwrap.dedent(
     """
-    import os, signal, sys
+    import json, os, signal, sys
     import pandas as pd
     import ktk_arrow as ka
-    from ktk_arrow import commit, storage
-    root, step = sys.argv[1], sys.argv[2]
+    from ktk_arrow import commit
+    url, options, step = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+    store = ka.resolve_store(url, options)
     die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
     if step == "after_data":
         commit.commit = die
-        import ktk_arrow.write as w
-        w.committer.commit = die
     elif step == "after_log":
         commit._publish = die
     elif step == "after_view":
-        real = storage.LocalStore.put
+        cls = type(store)
+        real = cls.put
         def put(self, key, data):
             real(self, key, data)
             if key.endswith(".by-dataset-metadata.json"):
                 die()
-        storage.LocalStore.put = put
+        cls.put = put
     df = pd.DataFrame({"part": ["a", "b"], "x": [10, 11]})
-    ka.write_dataset(df, root, "ds", mode="append")
+    ka.write_dataset(df, store, "ds", mode="append")
     """
 )
 
 
 @pytest.mark.parametrize("step", ["after_data", "after_log", "after_view"])
-def test_killed_writer_leaves_a_consistent_state(tmp_path, step):
-    root = str(tmp_path / "store")
-    ka.write_dataset(pd.DataFrame({"part": ["a"], "x": [1]}), root, "ds", partition_on=["part"])
-    proc = subprocess.run([sys.executable, "-c", _CRASH_SCRIPT, root, step], timeout=120)
+def test_killed_writer_leaves_a_consistent_state(shared_url_and_options, step):
+    url, options = shared_url_and_options
+    store = ka.resolve_store(url, dict(options))
+    ka.write_dataset(pd.DataFrame({"part": ["a"], "x": [1]}), store, "ds", partition_on=["part"])
+    proc = subprocess.run(
+        [sys.executable, "-c", _CRASH_SCRIPT, url, json.dumps(options), step], timeout=180
+    )
     assert proc.returncode == -9
-    ds = ka.dataset(root, "ds")
+    ds = ka.dataset(store, "ds")
     rows = sorted(ds.to_table().column("x").to_pylist())
     if step == "after_data":
         assert rows == [1] and ds.version == 0  # nothing committed
     else:
         assert rows == [1, 10, 11] and ds.version == 1  # the log entry is the commit
-    snap = ka.write_dataset(pd.DataFrame({"part": ["a"], "x": [2]}), root, "ds", mode="append")
+    snap = ka.write_dataset(pd.DataFrame({"part": ["a"], "x": [2]}), store, "ds", mode="append")
     assert snap.version == ds.version + 1
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)
-    deleted = commit.garbage_collect(LocalStore(root), "ds", now=later)
+    deleted = commit.garbage_collect(store, "ds", now=later)
     assert len(deleted) == (2 if step == "after_data" else 0)
-    assert sorted(ka.dataset(root, "ds").to_table().column("x").to_pylist()) == sorted([*rows, 2])
+    assert sorted(ka.dataset(store, "ds").to_table().column("x").to_pylist()) == sorted([*rows, 2])
 
 
 def test_gc_removes_temp_files_left_by_a_crashed_put(tmp_path):

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import multiprocessing as mp
-import subprocess
-import sys
-import textwrap
 from typing import Any
 
 import pandas as pd
@@ -15,7 +10,6 @@ import pytest
 
 import ktk_arrow as ka
 from dataset_contract import DatasetContract
-from ktk_arrow import commit
 
 pytestmark = pytest.mark.emulator
 
@@ -84,53 +78,3 @@ def test_planning_sends_two_requests_to_s3_whatever_the_size(s3_store, moto_requ
     with moto_request_counter() as counted:
         ka.dataset(s3_store, "ds", version=3)
     assert counted.count == 1, counted.requests
-
-
-_CRASH_SCRIPT = textwrap.dedent(
-    """
-    import json, os, signal, sys
-    import pandas as pd
-    import ktk_arrow as ka
-    from ktk_arrow import commit
-    url, options, step = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
-    store = ka.resolve_store(url, options)
-    die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
-    if step == "after_data":
-        commit.commit = die
-    elif step == "after_log":
-        commit._publish = die
-    elif step == "after_view":
-        cls = type(store)
-        real = cls.put
-        def put(self, key, data):
-            real(self, key, data)
-            if key.endswith(".by-dataset-metadata.json"):
-                die()
-        cls.put = put
-    df = pd.DataFrame({"part": ["a", "b"], "x": [10, 11]})
-    ka.write_dataset(df, store, "ds", mode="append")
-    """
-)
-
-
-@pytest.mark.parametrize("step", ["after_data", "after_log", "after_view"])
-def test_killed_writer_leaves_a_consistent_state_on_object_stores(remote_url_and_options, step):
-    url, options = remote_url_and_options
-    store = ka.resolve_store(url, dict(options))
-    ka.write_dataset(pd.DataFrame({"part": ["a"], "x": [1]}), store, "ds", partition_on=["part"])
-    proc = subprocess.run(
-        [sys.executable, "-c", _CRASH_SCRIPT, url, json.dumps(options), step], timeout=180
-    )
-    assert proc.returncode == -9
-    ds = ka.dataset(store, "ds")
-    rows = sorted(ds.to_table().column("x").to_pylist())
-    if step == "after_data":
-        assert rows == [1] and ds.version == 0  # nothing committed
-    else:
-        assert rows == [1, 10, 11] and ds.version == 1  # the log entry is the commit
-    snap = ka.write_dataset(pd.DataFrame({"part": ["a"], "x": [2]}), store, "ds", mode="append")
-    assert snap.version == ds.version + 1
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)
-    deleted = commit.garbage_collect(store, "ds", now=later)
-    assert len(deleted) == (2 if step == "after_data" else 0)
-    assert sorted(ka.dataset(store, "ds").to_table().column("x").to_pylist()) == sorted([*rows, 2])
