@@ -33,6 +33,7 @@ from .spec.schema import (
     check_timestamps,
     conform,
     data_schema,
+    is_scalar_type,
     normalize_schema,
     timestamp_unit_of,
 )
@@ -623,17 +624,7 @@ def _split(table: pa.Table, partition_keys: Sequence[str]) -> Iterator[tuple[lis
 
 
 def _partitionable(t: pa.DataType) -> bool:
-    if pa.types.is_dictionary(t):
-        t = t.value_type
-    return bool(
-        pa.types.is_string(t)
-        or pa.types.is_large_string(t)
-        or pa.types.is_integer(t)
-        or pa.types.is_boolean(t)
-        or pa.types.is_date(t)
-        or pa.types.is_timestamp(t)
-        or pa.types.is_floating(t)
-    )
+    return is_scalar_type(t.value_type if pa.types.is_dictionary(t) else t)
 
 
 def _strip_metadata(schema: pa.Schema) -> pa.Schema:

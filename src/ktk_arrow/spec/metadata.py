@@ -30,6 +30,7 @@ import zstandard
 
 from ..errors import CorruptMetadataError
 from . import keys
+from .schema import is_scalar_type
 
 EXTENSION_KEY = "ktk_arrow"
 FORMAT_VERSION = 1
@@ -277,16 +278,7 @@ def file_stats(table: pa.Table) -> dict[str, list[Any]]:
     """
     out: dict[str, list[Any]] = {}
     for name, column in zip(table.column_names, table.columns, strict=True):
-        t = column.type
-        if not (
-            pa.types.is_integer(t)
-            or pa.types.is_boolean(t)
-            or pa.types.is_floating(t)
-            or pa.types.is_date(t)
-            or pa.types.is_timestamp(t)
-            or pa.types.is_string(t)
-            or pa.types.is_large_string(t)
-        ):
+        if not is_scalar_type(column.type):
             continue
         if column.null_count == len(column):
             out[name] = [None, None, int(column.null_count)]  # bounds unknown, nulls known

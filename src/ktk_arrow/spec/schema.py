@@ -45,6 +45,20 @@ def normalize_type(t: pa.DataType, unit: TimestampUnit = "us") -> pa.DataType:
     return t
 
 
+def is_scalar_type(t: pa.DataType) -> bool:
+    """Strings, numbers, bools, dates and timestamps: the types partition values
+    and file statistics are kept for (each has a text form and an order)."""
+    return bool(
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_integer(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_date(t)
+        or pa.types.is_timestamp(t)
+    )
+
+
 def normalize_schema(schema: pa.Schema, unit: TimestampUnit = "us") -> pa.Schema:
     """The dataset schema for data of ``schema`` (metadata kept as given)."""
     check_column_names(schema.names)
