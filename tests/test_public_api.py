@@ -4,6 +4,7 @@ import ktk_arrow as ka
 
 EXPECTED = {
     "CommitConflictError",
+    "CommitInDoubtError",
     "CorruptMetadataError",
     "DatasetExistsError",
     "DatasetNotFoundError",

@@ -9,6 +9,7 @@ from .arrow import KartothekDataset, KartothekPartitioning, dataset, history
 from .commit import Snapshot
 from .errors import (
     CommitConflictError,
+    CommitInDoubtError,
     CorruptMetadataError,
     DatasetExistsError,
     DatasetNotFoundError,
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CommitConflictError",
+    "CommitInDoubtError",
     "CorruptMetadataError",
     "DatasetExistsError",
     "DatasetNotFoundError",

@@ -47,6 +47,14 @@ class StoreError(KtkError, OSError):
     """The store failed or was unreachable; the backend error is chained as ``__cause__``."""
 
 
+class CommitInDoubtError(StoreError):
+    """The store failed while a log entry was written, and reading it back failed too.
+
+    The commit may or may not be in: its files are kept (garbage collection
+    removes them if it is not), and ``ka.history()`` tells once the store answers.
+    """
+
+
 class CorruptMetadataError(KtkError):
     """Stored metadata cannot be parsed or contradicts itself."""
 

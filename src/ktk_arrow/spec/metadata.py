@@ -34,6 +34,8 @@ from .schema import is_scalar_type
 
 EXTENSION_KEY = "ktk_arrow"
 FORMAT_VERSION = 1
+#: the operation of the log entry ``delete_dataset`` writes first: its linearisation point
+TOMBSTONE_OPERATION = "delete_dataset"
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,17 @@ class CommitInfo:
     files_removed: int = 0
     rows_added: int | None = None
     writer: str = ""
+    #: unique per commit attempt: lets a writer recognise its own log entry
+    #: after a put-if-absent whose answer was lost ("" in entries before tokens)
+    token: str = ""
+    #: the ``token`` of the entry this one was built on ("" for a first commit,
+    #: a state plateau wrote, or an entry before tokens): a chain readers verify
+    parent: str = ""
+
+    @property
+    def is_tombstone(self) -> bool:
+        """Whether this entry records the deletion of the dataset (no state after it)."""
+        return self.operation == TOMBSTONE_OPERATION
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,6 +95,8 @@ class CommitInfo:
             "files_removed": self.files_removed,
             "rows_added": self.rows_added,
             "writer": self.writer,
+            "token": self.token,
+            "parent": self.parent,
         }
 
     @classmethod
@@ -97,6 +112,8 @@ class CommitInfo:
             files_removed=int(data.get("files_removed", 0)),
             rows_added=None if data.get("rows_added") is None else int(data["rows_added"]),
             writer=str(data.get("writer", "")),
+            token=str(data.get("token", "")),
+            parent=str(data.get("parent", "")),
         )
 
 
