@@ -400,7 +400,7 @@ def test_delete_and_garbage_collect_delayed(store: str) -> None:
     _stored(store, "u")
     stray = "u/table/p=0/left-by-a-crashed-writer.parquet"
     resolve_store(store).put(stray, b"not committed")
-    (gc,) = kdl.garbage_collect_dataset__delayed("u", store, grace_period=timedelta(0))
+    (gc,) = kdl.garbage_collect_dataset__delayed("u", store, grace_period=timedelta(0), force=True)
     assert gc.compute() == [stray]
     assert ka.dataset(store, "u").count_rows() == 12
     kdl.delete_dataset__delayed("u", store).compute()

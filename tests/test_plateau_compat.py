@@ -556,7 +556,7 @@ def test_plateau_gc_deletes_files_only_older_snapshots_use(root, pstore):
     ka.write_dataset(sales(2, offset=10), root, UUID, mode="overwrite")
     assert ka.dataset(root, UUID, version=0).to_table().num_rows == 4
     # ours keeps what retained snapshots use, however old
-    eager.garbage_collect_dataset(UUID, root, grace_period=dt.timedelta(0))
+    eager.garbage_collect_dataset(UUID, root, grace_period=dt.timedelta(0), force=True)
     assert ka.dataset(root, UUID, version=0).to_table().num_rows == 4
     pl.garbage_collect_dataset(UUID, pstore)
     assert ka.dataset(root, UUID).to_table().num_rows == 2

@@ -244,7 +244,7 @@ def test_a_reader_of_an_expired_snapshot_keeps_its_files_for_the_grace_period(st
     assert commit.expire_snapshots(store, "ds", keep_last=1, grace_period=ZERO) == [0, 1, 2]
     assert commit.garbage_collect(store, "ds") == []  # just expired: within gc's grace period
     # the grace period is the protection: without one, gc would delete them now
-    assert len(commit.garbage_collect(store, "ds", grace_period=ZERO, dry_run=True)) == 6
+    assert len(commit.garbage_collect(store, "ds", grace_period=ZERO, dry_run=True, force=True)) == 6
     assert old.to_table().num_rows == 2
     assert latest.to_table().column("x").to_pylist() == [2, 2]
     assert len(commit.garbage_collect(store, "ds", now=later())) == 6
@@ -269,7 +269,7 @@ def test_gc_never_deletes_files_of_retained_snapshots(store):
     ka.write_dataset(frame(3, ("c",)), store, "ds", mode="append")
     # version 1 keeps version 0's b file, version 2 keeps version 1's a file
     assert commit.expire_snapshots(store, "ds", keep_last=3, grace_period=ZERO) == [0]
-    deleted = commit.garbage_collect(store, "ds", grace_period=ZERO, now=later())
+    deleted = commit.garbage_collect(store, "ds", grace_period=ZERO, now=later(), force=True)
     assert len(deleted) == 1 and "/p=a/" in deleted[0]
     assert rows(store, 1) == [("a", 1), ("b", 0)]
     assert rows(store, 3) == [("a", 1), ("b", 2), ("c", 3)]

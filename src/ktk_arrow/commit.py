@@ -19,9 +19,11 @@ Log entries hold the full state, so any version is one read away.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import threading
 import time
 import uuid as uuidlib
 import warnings
@@ -35,15 +37,17 @@ import pyarrow as pa
 
 from .errors import (
     CommitConflictError,
+    CommitInDoubtError,
     CorruptMetadataError,
     DatasetExistsError,
     DatasetNotFoundError,
     InvalidArgumentError,
-    KtkError,
+    StoreError,
+    ViewLagWarning,
 )
 from .spec import index as spec_index
 from .spec import keys
-from .spec.metadata import CommitInfo, DatasetMetadata, FileEntry
+from .spec.metadata import TOMBSTONE_OPERATION, CommitInfo, DatasetMetadata, FileEntry
 from .spec.schema import common_metadata_bytes, schema_from_common_metadata
 from .storage import Store
 
@@ -85,17 +89,65 @@ def load_view(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
     """The view as stored (JSON, else msgpack), without consulting the log."""
     raw = store.get_or_none(keys.metadata_key(dataset_uuid))
     if raw is not None:
-        return _parse(raw, keys.metadata_key(dataset_uuid))
-    raw = store.get_or_none(keys.msgpack_metadata_key(dataset_uuid))
-    if raw is not None:
-        return DatasetMetadata.from_msgpack(raw, source=keys.msgpack_metadata_key(dataset_uuid))
-    return None
+        view = _parse(raw, keys.metadata_key(dataset_uuid))
+    else:
+        raw = store.get_or_none(keys.msgpack_metadata_key(dataset_uuid))
+        if raw is None:
+            return None
+        view = DatasetMetadata.from_msgpack(raw, source=keys.msgpack_metadata_key(dataset_uuid))
+    if view.uuid != dataset_uuid:
+        raise CorruptMetadataError(
+            f"the view {keys.metadata_key(dataset_uuid)!r} describes dataset {view.uuid!r}: it "
+            f"was copied from another dataset; restore it or run `ktk check STORE {dataset_uuid}`"
+        )
+    return view
+
+
+def parse_entry(raw: bytes, dataset_uuid: str, version: int) -> DatasetMetadata:
+    """A log entry, checked against its key: a copied or misnumbered entry is corrupt.
+
+    Rolling forward trusts that entry ``N`` holds version ``N``; an entry that
+    says otherwise would make every reader loop or travel to the wrong state.
+    """
+    key = keys.log_key(dataset_uuid, version)
+    meta = _parse(raw, key)
+    if meta.uuid != dataset_uuid:
+        raise CorruptMetadataError(
+            f"log entry {key!r} belongs to dataset {meta.uuid!r}: it was copied from another "
+            f"dataset; remove it (`ktk check STORE {dataset_uuid}` lists the damage)"
+        )
+    if not meta.managed or meta.version != version:
+        raise CorruptMetadataError(
+            f"log entry {key!r} records version {meta.version if meta.managed else None!r}, "
+            f"not {version}; the log is damaged (`ktk check STORE {dataset_uuid}` lists it)"
+        )
+    return meta
+
+
+def read_entry(store: Store, dataset_uuid: str, version: int) -> DatasetMetadata | None:
+    """Log entry ``version``, or ``None`` if there is none."""
+    raw = store.get_or_none(keys.log_key(dataset_uuid, version))
+    return None if raw is None else parse_entry(raw, dataset_uuid, version)
+
+
+def _check_follows(entry: DatasetMetadata, previous: DatasetMetadata) -> None:
+    """Entry ``N+1`` must have been built on entry ``N``: else the log forked or has a gap."""
+    parent, token = entry.commit.parent, previous.commit.token
+    if parent and token and parent != token:
+        key = keys.log_key(entry.uuid, entry.version)
+        raise CorruptMetadataError(
+            f"log entry {key!r} was not built on version {previous.version} of dataset "
+            f"{entry.uuid!r}: the log has a gap or a fork (an entry was deleted or replaced); "
+            f"run `ktk check STORE {entry.uuid}`"
+        )
 
 
 def load_latest(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
     """The newest committed state, or ``None`` if the dataset does not exist.
 
     Two reads in the common case: the view, and the probe for the next log entry.
+    Existence is decided by the log: a committed entry is visible even when its
+    writer died before the view was written.
     """
     keys.validate_uuid(dataset_uuid)
     view = load_view(store, dataset_uuid)
@@ -110,11 +162,14 @@ def load_latest(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
 
 
 def _latest_logged(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
+    """The newest log entry's state (``None``: no log, or the dataset was deleted)."""
     versions = log_versions(store, dataset_uuid)
     if not versions:
         return None
-    key = keys.log_key(dataset_uuid, versions[-1])
-    return _roll_forward(store, dataset_uuid, _parse(store.get(key), key))
+    top = read_entry(store, dataset_uuid, versions[-1])
+    if top is None:  # expired or deleted since the listing: list again
+        return _latest_logged(store, dataset_uuid)
+    return _roll_forward(store, dataset_uuid, top)
 
 
 def _next_stamp(previous: DatasetMetadata) -> datetime:
@@ -122,9 +177,13 @@ def _next_stamp(previous: DatasetMetadata) -> datetime:
     return max(datetime.now(timezone.utc), previous.commit.timestamp + timedelta(microseconds=1))
 
 
+def _new_token() -> str:
+    return uuidlib.uuid4().hex
+
+
 def _reconcile_foreign_view(
     store: Store, dataset_uuid: str, view: DatasetMetadata
-) -> DatasetMetadata:
+) -> DatasetMetadata | None:
     """plateau rewrote the view of a dataset we manage: adopt it when that is safe.
 
     Safe means plateau's state keeps every file of our latest snapshot (it
@@ -133,7 +192,8 @@ def _reconcile_foreign_view(
     ours, so it is reported, not merged.
     """
     latest = _latest_logged(store, dataset_uuid)
-    assert latest is not None
+    if latest is None:  # our log ends in a deletion: plateau's view is a new dataset
+        return _with_schema(store, view)
     if set(view.files) == set(latest.files):
         return latest  # our commit died before it rewrote the view
     if set(view.files) >= set(latest.files):
@@ -148,7 +208,14 @@ def _reconcile_foreign_view(
             view,
             files=files,
             schema=latest.schema,
-            commit=CommitInfo(latest.version + 1, _next_stamp(latest), "external", len(added)),
+            commit=CommitInfo(
+                latest.version + 1,
+                _next_stamp(latest),
+                "external",
+                len(added),
+                token=_new_token(),
+                parent=latest.commit.token,
+            ),
             managed=False,
         )
     raise CorruptMetadataError(
@@ -170,35 +237,49 @@ def adopt_view(store: Store, dataset_uuid: str) -> Snapshot:
         return Snapshot.of(load(store, dataset_uuid).commit)
     adopted = replace(
         _with_schema(store, view),
-        commit=CommitInfo(latest.version + 1, _next_stamp(latest), "adopt"),
+        commit=CommitInfo(
+            latest.version + 1,
+            _next_stamp(latest),
+            "adopt",
+            token=_new_token(),
+            parent=latest.commit.token,
+        ),
         managed=True,
     )
-    if not store.put_if_absent(keys.log_key(dataset_uuid, adopted.version), adopted.to_json()):
+    raw = adopted.to_json()
+    if not put_entry(store, keys.log_key(dataset_uuid, adopted.version), raw):
         raise CommitConflictError(f"dataset {dataset_uuid!r} changed while adopting; retry")
-    _publish(store, dataset_uuid, adopted, latest)
+    _publish(store, dataset_uuid, adopted, latest, raw)
     return Snapshot.of(adopted.commit)
 
 
-def _roll_forward(store: Store, dataset_uuid: str, meta: DatasetMetadata) -> DatasetMetadata:
+def _roll_forward(store: Store, dataset_uuid: str, meta: DatasetMetadata) -> DatasetMetadata | None:
+    """The newest state at or after ``meta``; ``None`` if the log ends in a deletion."""
     while True:
-        key = keys.log_key(dataset_uuid, meta.version + 1)
-        raw = store.get_or_none(key)
-        if raw is None:
+        if meta.commit.is_tombstone:
+            return None
+        entry = read_entry(store, dataset_uuid, meta.version + 1)
+        if entry is None:
             return _with_schema(store, meta)
-        meta = _parse(raw, key)
+        _check_follows(entry, meta)
+        meta = replace(entry, view_current=False)
 
 
 def _load_from_log_only(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
-    """A dataset whose creator died between its log entry and its view.
+    """No view: the log alone says whether the dataset exists (its creator may have died).
 
-    Log entries left behind by a deletion that kept them (plateau's
-    ``delete_dataset`` removes only what it knows) do not bring a dataset back:
-    without its ``_common_metadata`` the dataset is gone.
+    One exception: plateau's ``delete_dataset`` removes the view and every
+    file it lists but not our log.  A latest entry whose first file is gone was
+    deleted that way (our writers never delete a file an entry references).
     """
     meta = _latest_logged(store, dataset_uuid)
-    if meta is None or not store.exists(keys.common_metadata_key(dataset_uuid, meta.table)):
+    if meta is None:
         return None
-    return meta
+    if meta.files:
+        first = meta.files[min(meta.files)].key
+        if not store.exists(first):
+            return None
+    return replace(meta, view_current=False)
 
 
 def _with_schema(store: Store, meta: DatasetMetadata) -> DatasetMetadata:
@@ -231,8 +312,8 @@ def load_version(store: Store, dataset_uuid: str, version: int) -> DatasetMetada
     keys.validate_uuid(dataset_uuid)
     if not isinstance(version, int) or isinstance(version, bool) or version < 0:
         raise InvalidArgumentError(f"version must be a non-negative int, got {version!r}")
-    raw = store.get_or_none(keys.log_key(dataset_uuid, version))
-    if raw is None:
+    entry = read_entry(store, dataset_uuid, version)
+    if entry is None or entry.commit.is_tombstone:
         latest = load_latest(store, dataset_uuid)
         if latest is None:
             raise DatasetNotFoundError(f"dataset {dataset_uuid!r} does not exist in {store.url!r}")
@@ -242,7 +323,7 @@ def load_version(store: Store, dataset_uuid: str, version: int) -> DatasetMetada
             f"dataset {dataset_uuid!r} has no version {version} (latest is {latest.version}; "
             "it may have been expired); ka.history() lists the versions kept"
         )
-    return _with_schema(store, _parse(raw, keys.log_key(dataset_uuid, version)))
+    return _with_schema(store, entry)
 
 
 def load_as_of(store: Store, dataset_uuid: str, as_of: datetime) -> DatasetMetadata:
@@ -301,13 +382,16 @@ def history(store: Store, dataset_uuid: str) -> list[Snapshot]:
     if not versions:
         return [Snapshot.of(latest.commit)]
 
-    def read(v: int) -> Snapshot:
-        key = keys.log_key(dataset_uuid, v)
-        return Snapshot.of(_parse(store.get(key), key).commit)
+    def read(v: int) -> Snapshot | None:
+        entry = read_entry(store, dataset_uuid, v)  # None: expired since the listing
+        return None if entry is None else Snapshot.of(entry.commit)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        snaps = list(pool.map(read, versions))
-    return [s for s in snaps if s.version <= latest.version]
+        snaps = [s for s in pool.map(read, versions) if s is not None]
+    # a deleted and re-created dataset starts after its tombstone
+    tombstones = [s.version for s in snaps if s.operation == TOMBSTONE_OPERATION]
+    start = tombstones[-1] if tombstones else -1
+    return [s for s in snaps if start < s.version <= latest.version]
 
 
 # -- writing --------------------------------------------------------------------
@@ -328,7 +412,10 @@ class Change:
     schema: pa.Schema | None = None
     partition_keys: Sequence[str] | None = None
     user_metadata: Mapping[str, Any] | None = None
+    #: the dataset may be created by this change (it did not exist when the writer read it)
     create: bool = False
+    #: the dataset must not exist (``mode="create"``): a concurrent create wins, this fails
+    exclusive: bool = False
     #: the version the writer read; None for a blind append
     read_version: int | None = None
     #: labels this change depends on; a concurrent change to them is a conflict
@@ -336,6 +423,17 @@ class Change:
 
 
 _UNKNOWN: Any = object()
+_IN_DOUBT = "_ktk_commit_in_doubt"
+
+
+def may_discard(exc: BaseException) -> bool:
+    """Whether a write that failed with ``exc`` may delete its files.
+
+    Only when its commit provably did not happen: after the log entry's PUT
+    was sent, a failure (an error, a lost answer, Ctrl-C) leaves the entry
+    possibly written, and deleting its files would break the dataset.
+    """
+    return not (isinstance(exc, CommitInDoubtError) or getattr(exc, _IN_DOUBT, False))
 
 
 def commit(store: Store, dataset_uuid: str, change: Change, *, base: Any = _UNKNOWN) -> Snapshot:
@@ -343,7 +441,8 @@ def commit(store: Store, dataset_uuid: str, change: Change, *, base: Any = _UNKN
 
     ``base`` is the state the writer already read (``None``: no dataset yet).
     The first attempt builds on it without reading again; the put-if-absent of
-    the log entry tells whether it was still the newest.
+    the log entry tells whether it was still the newest.  If this raises,
+    ``may_discard(exc)`` says whether the caller may delete the change's files.
     """
     keys.validate_uuid(dataset_uuid)
     read_state: DatasetMetadata | None = None
@@ -352,27 +451,87 @@ def commit(store: Store, dataset_uuid: str, change: Change, *, base: Any = _UNKN
             read_state = base
         else:
             read_state = load_version(store, dataset_uuid, change.read_version)
+    planned_create = change.create and (base is _UNKNOWN or base is None)
     delay = 0.005
-    for _attempt in range(MAX_ATTEMPTS):
-        if base is _UNKNOWN:
-            base = load_latest(store, dataset_uuid)
-        _check_preconditions(dataset_uuid, base, change, read_state, store)
-        new = _apply(store, dataset_uuid, base, change)
-        if base is not None and not base.managed:
-            # a state plateau wrote (version 0, or an adopted append) enters the log first
-            store.put_if_absent(keys.log_key(dataset_uuid, base.version), base.to_json())
-        raw = new.to_json()
-        if store.put_if_absent(keys.log_key(dataset_uuid, new.version), raw):
-            _publish(store, dataset_uuid, new, base, raw)
-            return Snapshot.of(new.commit)
-        _discard_index_files(store, base, new)
-        base = _UNKNOWN
-        time.sleep(delay * (1 + random.random()))
-        delay = min(delay * 2, 0.5)
+    written: list[str] = []  # index files of this commit, protected from gc meanwhile
+    try:
+        for _attempt in range(MAX_ATTEMPTS):
+            if base is _UNKNOWN:
+                base = load_latest(store, dataset_uuid)
+            _check_preconditions(dataset_uuid, base, change, read_state, store, planned_create)
+            new = _apply(store, dataset_uuid, base, change, written)
+            raw = new.to_json()
+            try:
+                won = _enter_base(store, dataset_uuid, base) and put_entry(
+                    store, keys.log_key(dataset_uuid, new.version), raw
+                )
+                if won:
+                    _publish(store, dataset_uuid, new, base, raw)
+                    return Snapshot.of(new.commit)
+            except BaseException as exc:
+                with contextlib.suppress(AttributeError, TypeError):
+                    setattr(exc, _IN_DOUBT, True)
+                raise
+            # proven: the entry at that version is another writer's
+            _discard_index_files(store, base, new)
+            base = _UNKNOWN
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.5)
+    finally:
+        IN_FLIGHT.discard(store, written)
     raise CommitConflictError(
         f"gave up committing {change.operation!r} to dataset {dataset_uuid!r} after "
         f"{MAX_ATTEMPTS} attempts: other writers keep winning; retry later"
     )
+
+
+def _enter_base(store: Store, dataset_uuid: str, base: DatasetMetadata | None) -> bool:
+    """A state plateau wrote (version 0, or an adopted append) enters the log first.
+
+    ``False`` when another writer logged a different state at that version:
+    the base is stale, and the commit must be rebuilt on the newest state.
+    """
+    if base is None or base.managed:
+        return True
+    return put_entry(store, keys.log_key(dataset_uuid, base.version), base.to_json())
+
+
+PUT_ATTEMPTS = 5
+
+
+def put_entry(store: Store, key: str, raw: bytes) -> bool:
+    """Create log entry ``key``: ``True`` if the stored entry is ours, ``False`` if another's.
+
+    A put-if-absent can fail after the store applied it (a 500 or a dropped
+    connection after the write; the client's retry then gets 412/409), so a
+    refusal or an error is settled by reading the entry back: the commit token
+    inside ``raw`` makes it ours byte for byte.  If the store keeps failing,
+    ``CommitInDoubtError``: the outcome is unknown and nothing may be deleted.
+    """
+    error: BaseException | None = None
+    delay = 0.05
+    for attempt in range(PUT_ATTEMPTS):
+        if attempt:
+            time.sleep(delay * (1 + random.random()))
+            delay *= 2
+        try:
+            if store.put_if_absent(key, raw):
+                return True
+        except StoreError as exc:
+            error = exc
+        try:
+            found = store.get_or_none(key)
+        except StoreError as exc:
+            error = exc
+            continue
+        if found is not None:
+            return found == raw
+        # refused or failed, yet absent: nothing applied (or expired since); try again
+    raise CommitInDoubtError(
+        f"store {store.url!r} failed while log entry {key!r} was written, and reading it back "
+        f"failed too ({error}); the commit may or may not be in: its files are kept "
+        "(gc removes them if it is not); check ka.history() once the store answers"
+    ) from error
 
 
 def _check_preconditions(
@@ -381,8 +540,9 @@ def _check_preconditions(
     change: Change,
     read_state: DatasetMetadata | None,
     store: Store,
+    planned_create: bool = False,
 ) -> None:
-    if change.create and base is not None:
+    if change.exclusive and base is not None:
         raise DatasetExistsError(
             f"dataset {dataset_uuid!r} already exists in {store.url!r}; use mode='append' "
             "or mode='overwrite', or pick another dataset_uuid"
@@ -391,6 +551,8 @@ def _check_preconditions(
         raise DatasetNotFoundError(
             f"dataset {dataset_uuid!r} does not exist in {store.url!r}; create it first"
         )
+    if planned_create and base is not None and change.remove is None:
+        _check_joins_created(dataset_uuid, base, change)
     if change.read_version is not None and base is not None and base.version != change.read_version:
         if change.depends_on is None or read_state is None:
             raise CommitConflictError(
@@ -420,8 +582,33 @@ def _check_preconditions(
         )
 
 
+def _check_joins_created(dataset_uuid: str, base: DatasetMetadata, change: Change) -> None:
+    """An append planned as a create finds the dataset created concurrently: rebase or conflict.
+
+    Its files join the other writer's dataset only if they are laid out and
+    indexed the same way; an index the dataset lacks would miss the other
+    writer's files, so that, too, is a conflict rather than a silent gap.
+    """
+    problems = []
+    if change.partition_keys is not None and tuple(change.partition_keys) != base.partition_keys:
+        problems.append(
+            f"partition_on {list(change.partition_keys)} vs {list(base.partition_keys)}"
+        )
+    if set(change.index_delta) != set(base.indices):
+        problems.append(f"secondary_indices {sorted(change.index_delta)} vs {sorted(base.indices)}")
+    if problems:
+        raise CommitConflictError(
+            f"dataset {dataset_uuid!r} was created by a concurrent writer with other settings "
+            f"({'; '.join(problems)}); nothing was committed, retry with the dataset's settings"
+        )
+
+
 def _apply(
-    store: Store, dataset_uuid: str, base: DatasetMetadata | None, change: Change
+    store: Store,
+    dataset_uuid: str,
+    base: DatasetMetadata | None,
+    change: Change,
+    written: list[str],
 ) -> DatasetMetadata:
     now = datetime.now(timezone.utc)
     if base is None:
@@ -448,7 +635,7 @@ def _apply(
         raise CorruptMetadataError(f"file labels {clash[:3]} already exist in {dataset_uuid!r}")
     for entry in change.add:
         files[entry.label] = entry
-    indices = _new_indices(store, dataset_uuid, base, change, removed, files, now)
+    indices = _new_indices(store, dataset_uuid, base, change, removed, files, now, written)
     user_metadata = dict(base.user_metadata)
     if change.user_metadata:
         user_metadata.update(change.user_metadata)
@@ -467,6 +654,8 @@ def _apply(
         files_removed=len(removed),
         rows_added=None if any(r is None for r in rows) else sum(r or 0 for r in rows),
         writer=f"{WRITER_ID}:{os.getpid()}",
+        token=_new_token(),
+        parent=base.commit.token,
     )
     return DatasetMetadata(
         uuid=dataset_uuid,
@@ -489,6 +678,7 @@ def _new_indices(
     removed: set[str],
     files: Mapping[str, FileEntry],
     now: datetime,
+    written: list[str],
 ) -> dict[str, str | Mapping[Any, list[str]]]:
     """Write the index files this commit needs and return the new ``indices`` mapping."""
     out: dict[str, str | Mapping[Any, list[str]]] = dict(base.indices)
@@ -525,6 +715,8 @@ def _new_indices(
         merged = spec_index.as_index(merged).only_labels(list(files))
         value_type = schema.field(column).type if schema is not None else pa.string()
         key = keys.index_key(dataset_uuid, column, now, uuidlib.uuid4().hex[:8])
+        IN_FLIGHT.add(store, [key])
+        written.append(key)
         store.put(key, spec_index.to_parquet(column, value_type, merged))
         out[column] = key
     return out
@@ -542,11 +734,44 @@ def read_index(store: Store, meta: DatasetMetadata, column: str) -> spec_index.I
 
 
 def _discard_index_files(store: Store, base: DatasetMetadata | None, lost: DatasetMetadata) -> None:
-    """Index files written for a commit that lost the race are garbage: drop them now."""
+    """Index files written for a commit that provably lost the race are garbage: drop them now."""
     old = set(base.indices.values()) if base is not None else set()
-    store.delete_many(
-        [ref for ref in lost.indices.values() if isinstance(ref, str) and ref not in old]
-    )
+    with contextlib.suppress(StoreError):  # gc removes what is left
+        store.delete_many(
+            [ref for ref in lost.indices.values() if isinstance(ref, str) and ref not in old]
+        )
+
+
+VIEW_ATTEMPTS = 3
+
+
+def _retrying(call: Callable[[], Any]) -> Any:
+    """``call()``, retried with backoff on store errors (the last one is raised)."""
+    delay = 0.05
+    for attempt in range(VIEW_ATTEMPTS):
+        try:
+            return call()
+        except StoreError:
+            if attempt == VIEW_ATTEMPTS - 1:
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay *= 2
+
+
+def _write_view(
+    store: Store, dataset_uuid: str, meta: DatasetMetadata, base: DatasetMetadata | None, raw: bytes
+) -> None:
+    schema = meta.schema
+    if schema is not None and (
+        base is None
+        or not base.view_current
+        or base.schema is None
+        or not schema.equals(base.schema)
+    ):
+        body = common_metadata_bytes(schema, meta.partition_keys)
+        key = keys.common_metadata_key(dataset_uuid, meta.table)
+        _retrying(lambda: store.put(key, body))
+    _retrying(lambda: store.put(keys.metadata_key(dataset_uuid), raw))
 
 
 def _publish(
@@ -555,46 +780,128 @@ def _publish(
     new: DatasetMetadata,
     base: DatasetMetadata | None,
     raw: bytes | None = None,
+    *,
+    strict: bool = False,
 ) -> None:
     """Rewrite the view after a won commit, and keep it from regressing.
 
-    ``raw`` is ``new`` serialised already (the bytes of its log entry).
+    After writing view ``N`` it probes log entry ``N+1``: a slower writer's
+    stale view is thus always replaced by the newest one.  The commit is in
+    whatever happens here, so a store failure is retried and then reported as
+    a ``ViewLagWarning`` (``strict``: raised), never as a failed commit.  A
+    newer entry that was not built on the one just published means the log
+    is damaged: ``CorruptMetadataError``.  ``raw`` is ``new`` serialised already.
     """
-    try:
-        current = new
-        while True:
-            if current.schema is not None and (
-                base is None or base.schema is None or not current.schema.equals(base.schema)
-            ):
-                store.put(
-                    keys.common_metadata_key(dataset_uuid, current.table),
-                    common_metadata_bytes(current.schema, current.partition_keys),
-                )
-            store.put(keys.metadata_key(dataset_uuid), raw or current.to_json())
-            key = keys.log_key(dataset_uuid, current.version + 1)
-            raw = store.get_or_none(key)
-            if raw is None:
-                return
-            base = current
-            current = _parse(raw, key)
-    except KtkError:
-        # the commit is in; a lagging view is repaired by the next reader or writer
-        return
-    except OSError:
-        return
+    current, body = new, raw or new.to_json()
+    while True:
+        if current.commit.is_tombstone:
+            return  # deleted meanwhile: no view to write
+        next_key = keys.log_key(dataset_uuid, current.version + 1)
+
+        def probe(key: str = next_key) -> bytes | None:
+            return store.get_or_none(key)
+
+        try:
+            _write_view(store, dataset_uuid, current, base, body)
+            found: bytes | None = _retrying(probe)
+        except StoreError as exc:
+            if strict:
+                raise
+            warnings.warn(
+                ViewLagWarning(
+                    f"version {new.version} of dataset {dataset_uuid!r} is committed, but its "
+                    f"metadata view could not be written ({exc}); ktk-arrow readers see it, "
+                    "plateau/kartothek readers see an older version until the next commit or "
+                    f"`ktk check --repair STORE {dataset_uuid}`"
+                ),
+                stacklevel=3,
+            )
+            return
+        if found is None:
+            return
+        entry = parse_entry(found, dataset_uuid, current.version + 1)
+        _check_follows(entry, current)
+        base, current, body = current, entry, found
+
+
+def refresh_view(store: Store, dataset_uuid: str) -> DatasetMetadata:
+    """Bring the view up to the newest committed state (writers killed before theirs).
+
+    Returns the newest state; a store failure raises (``StoreError``).
+    """
+    latest = load(store, dataset_uuid)
+    if not latest.view_current and latest.managed:
+        _publish(store, dataset_uuid, latest, None, strict=True)
+    return latest
 
 
 def delete_dataset(store: Store, dataset_uuid: str) -> None:
-    """Remove a dataset: first the views (readers stop seeing it), then every object."""
+    """Remove a dataset: a tombstone entry first (the linearisation point), then its objects.
+
+    Readers and writers treat a log that ends in a tombstone as no dataset, so
+    a deletion killed part-way never brings back an old version.
+    """
     keys.validate_uuid(dataset_uuid)
-    if load_latest(store, dataset_uuid) is None:
-        raise DatasetNotFoundError(f"dataset {dataset_uuid!r} does not exist in {store.url!r}")
-    store.delete(keys.metadata_key(dataset_uuid))
-    store.delete(keys.msgpack_metadata_key(dataset_uuid))
-    # the log next, so a crash part-way cannot bring the dataset back from it
-    store.delete_many([info.key for info in store.list(f"{dataset_uuid}/{keys.LOG_DIR}")])
-    store.delete_many([info.key for info in store.list(f"{dataset_uuid}/")])
+    delay = 0.005
+    for _attempt in range(MAX_ATTEMPTS):
+        latest = load_latest(store, dataset_uuid)
+        if latest is None:
+            raise DatasetNotFoundError(f"dataset {dataset_uuid!r} does not exist in {store.url!r}")
+        if not _enter_base(store, dataset_uuid, latest):
+            continue
+        tombstone = replace(
+            latest,
+            files={},
+            indices={},
+            commit=CommitInfo(
+                latest.version + 1,
+                _next_stamp(latest),
+                TOMBSTONE_OPERATION,
+                files_removed=len(latest.files),
+                writer=f"{WRITER_ID}:{os.getpid()}",
+                token=_new_token(),
+                parent=latest.commit.token,
+            ),
+            managed=True,
+        )
+        if put_entry(store, keys.log_key(dataset_uuid, tombstone.version), tombstone.to_json()):
+            break
+        time.sleep(delay * (1 + random.random()))
+        delay = min(delay * 2, 0.5)
+    else:
+        raise CommitConflictError(
+            f"gave up deleting dataset {dataset_uuid!r}: other writers keep committing; retry"
+        )
+    views = [keys.metadata_key(dataset_uuid), keys.msgpack_metadata_key(dataset_uuid)]
+    store.delete_many(views)
+    log_prefix = f"{dataset_uuid}/{keys.LOG_DIR}/"
+    log = [info.key for info in store.list(log_prefix)]
+    tomb_key = keys.log_key(dataset_uuid, tombstone.version)
+    # young data files no entry references may belong to a write in flight that
+    # will create the dataset anew: they stay (gc's grace period, for data files)
+    referenced = referenced_keys(latest) | _keys_of_versions(
+        store, dataset_uuid, log_versions(store, dataset_uuid)
+    )
+    cutoff = datetime.now(timezone.utc) - DEFAULT_GC_GRACE
+    others = [
+        info.key
+        for info in store.list(f"{dataset_uuid}/")
+        if not info.key.startswith(log_prefix)
+        and (
+            info.key in referenced
+            or not info.key.startswith(f"{dataset_uuid}/{latest.table}/")
+            or info.key.endswith(keys.COMMON_METADATA)
+            or info.mtime is None
+            or info.mtime <= cutoff
+        )
+        and not IN_FLIGHT.holds(store, info.key)
+    ]
+    store.delete_many(others)
     store.delete_many([info.key for info in store.list_temporary(f"{dataset_uuid}/")])
+    # the log last, the tombstone after every other entry, so no crash revives a version
+    store.delete_many([k for k in log if k != tomb_key])
+    store.delete_many(views)  # a slow writer may have republished one meanwhile
+    store.delete(tomb_key)
 
 
 DEFAULT_GC_GRACE = timedelta(hours=1)
@@ -607,6 +914,16 @@ def referenced_keys(meta: DatasetMetadata) -> set[str]:
     return out
 
 
+#: below this, gc could delete the files of a write still in flight (``force=True`` allows it)
+MIN_SAFE_GC_GRACE = timedelta(minutes=1)
+
+
+def _is_data_or_index(dataset_uuid: str, table: str, key: str) -> bool:
+    return key.startswith(
+        (f"{dataset_uuid}/{table}/", f"{dataset_uuid}/indices/")
+    ) and not key.endswith(keys.COMMON_METADATA)
+
+
 def garbage_collect(
     store: Store,
     dataset_uuid: str,
@@ -614,28 +931,45 @@ def garbage_collect(
     grace_period: timedelta = DEFAULT_GC_GRACE,
     now: datetime | None = None,
     dry_run: bool = False,
+    force: bool = False,
 ) -> list[str]:
     """Delete data and index files that no retained snapshot references.
 
     Files younger than ``grace_period`` are kept even if unreferenced: they may
-    belong to a commit still in flight.  Returns the deleted keys (with
-    ``dry_run``, the keys that would be deleted, and nothing is deleted).
+    belong to a commit still in flight (a grace period under a minute needs
+    ``force=True``), and files a commit of this process is writing are always
+    kept.  The view is brought up to date first, so plateau never reads a
+    state whose files are gone.  Returns the deleted keys (with ``dry_run``,
+    the keys that would be deleted, and nothing is deleted or written).
     """
-    if grace_period < timedelta(0):
-        raise InvalidArgumentError(f"grace_period must not be negative, got {grace_period!r}")
-    latest = load(store, dataset_uuid)
+    if not isinstance(grace_period, timedelta) or grace_period < timedelta(0):
+        raise InvalidArgumentError(
+            f"grace_period must be a non-negative timedelta, got {grace_period!r}"
+        )
+    if grace_period < MIN_SAFE_GC_GRACE and not force:
+        raise InvalidArgumentError(
+            f"grace_period={grace_period!r} is shorter than {MIN_SAFE_GC_GRACE}: gc could delete "
+            "the files of a write still running in another process before it commits; use the "
+            "default (1 hour), or pass force=True if no writer is running"
+        )
+    latest = load(store, dataset_uuid) if dry_run else refresh_view(store, dataset_uuid)
     live = referenced_keys(latest)
-    for version in log_versions(store, dataset_uuid):
-        if version != latest.version:
-            live |= referenced_keys(load_version(store, dataset_uuid, version))
+    live |= _keys_of_versions(
+        store, dataset_uuid, [v for v in log_versions(store, dataset_uuid) if v != latest.version]
+    )
+    view = load_view(store, dataset_uuid)
+    if view is not None:  # what plateau reads must stay readable
+        live |= referenced_keys(view)
     cutoff = (now or datetime.now(timezone.utc)) - grace_period
     live |= _recently_expired_keys(store, dataset_uuid, cutoff, dry_run=dry_run)
     doomed = []
     for prefix in (f"{dataset_uuid}/{latest.table}/", f"{dataset_uuid}/indices/"):
         for info in store.list(prefix):
-            if info.key in live or info.key.endswith(keys.COMMON_METADATA):
+            if info.key in live or not _is_data_or_index(dataset_uuid, latest.table, info.key):
                 continue
             if info.mtime is not None and info.mtime > cutoff:
+                continue
+            if IN_FLIGHT.holds(store, info.key):
                 continue
             doomed.append(info.key)
     for info in store.list_temporary(f"{dataset_uuid}/"):  # left by crashed puts
@@ -644,6 +978,41 @@ def garbage_collect(
     if not dry_run:
         store.delete_many(doomed)
     return doomed
+
+
+class InFlight:
+    """Keys of files that writes of this process are producing: gc and deletion keep them.
+
+    Other processes are protected by the grace period; this closes the gap
+    for a long write in the same process as a maintenance job.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def add(self, store: Store, keys_: Sequence[str]) -> None:
+        with self._lock:
+            for key in keys_:
+                ref = (store.url, key)
+                self._counts[ref] = self._counts.get(ref, 0) + 1
+
+    def discard(self, store: Store, keys_: Sequence[str]) -> None:
+        with self._lock:
+            for key in keys_:
+                ref = (store.url, key)
+                left = self._counts.get(ref, 0) - 1
+                if left > 0:
+                    self._counts[ref] = left
+                else:
+                    self._counts.pop(ref, None)
+
+    def holds(self, store: Store, key: str) -> bool:
+        with self._lock:
+            return (store.url, key) in self._counts
+
+
+IN_FLIGHT = InFlight()
 
 
 # -- retention --------------------------------------------------------------------
@@ -675,9 +1044,22 @@ def expire_snapshots(
     keys.validate_uuid(dataset_uuid)
     now = datetime.now(timezone.utc)
     limit = _expiry_limit(now, older_than, keep_last, grace_period)
-    latest = load(store, dataset_uuid)
+    # readers roll forward from the view: it is brought up to date first, and
+    # no entry from its version on is expired (else they would silently fall
+    # back to it, and the next commit would fork the log)
+    latest = load(store, dataset_uuid) if dry_run else refresh_view(store, dataset_uuid)
+    view = load_view(store, dataset_uuid)
+    floor = view.version if view is not None and view.managed else latest.version
     logged = [v for v in log_versions(store, dataset_uuid) if v <= latest.version]
-    candidates = logged[:-1]  # the newest log entry starts every roll forward
+    missing = sorted(set(range(floor + 1, latest.version + 1)) - set(logged))
+    if missing and latest.managed:
+        raise CorruptMetadataError(
+            f"log entry {keys.log_key(dataset_uuid, missing[0])!r} of dataset {dataset_uuid!r} "
+            f"is missing although the view (version {floor}) needs it to reach version "
+            f"{latest.version}; nothing was expired. Run `ktk check STORE {dataset_uuid}`"
+        )
+    # the newest log entry starts every roll forward
+    candidates = [v for v in logged[:-1] if v < floor]
     if keep_last is not None:
         newest = sorted({*logged, latest.version})[-keep_last:]
         candidates = [v for v in candidates if v < newest[0]]
@@ -746,20 +1128,18 @@ def _expiry_limit(
 
 
 def _committed_at(store: Store, dataset_uuid: str, version: int) -> datetime:
-    key = keys.log_key(dataset_uuid, version)
-    raw = store.get_or_none(key)
-    if raw is None:  # expired meanwhile by someone else
+    entry = read_entry(store, dataset_uuid, version)
+    if entry is None:  # expired meanwhile by someone else
         return datetime.min.replace(tzinfo=timezone.utc)
-    return _parse(raw, key).commit.timestamp
+    return entry.commit.timestamp
 
 
 def _keys_of_versions(store: Store, dataset_uuid: str, versions: Sequence[int]) -> set[str]:
     """Every object the given snapshots reference (a missing entry references nothing)."""
 
     def read(version: int) -> set[str]:
-        key = keys.log_key(dataset_uuid, version)
-        raw = store.get_or_none(key)
-        return set() if raw is None else referenced_keys(_parse(raw, key))
+        entry = read_entry(store, dataset_uuid, version)
+        return set() if entry is None else referenced_keys(entry)
 
     out: set[str] = set()
     with ThreadPoolExecutor(max_workers=8) as pool:

@@ -83,9 +83,12 @@ def compact(
     writer = _rewrite(resolved, base, groups, target_rows_per_file, progress)
     try:
         return _commit(resolved, base, groups, writer)
-    except BaseException:
-        writer.abort()
+    except BaseException as exc:
+        if committer.may_discard(exc):  # never the files of a commit that may be in
+            writer.abort()
         raise
+    finally:
+        writer.release()
 
 
 def plan_compaction(

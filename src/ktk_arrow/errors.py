@@ -59,6 +59,15 @@ class CorruptMetadataError(KtkError):
     """Stored metadata cannot be parsed or contradicts itself."""
 
 
+class ViewLagWarning(UserWarning):
+    """A commit is in, but its metadata view could not be rewritten.
+
+    ktk-arrow readers roll forward past a lagging view; plateau/kartothek
+    readers see the previous state until the next commit (or ``ktk check``,
+    expiry or gc) refreshes it.
+    """
+
+
 _SECRET_HINTS = ("key", "secret", "token", "password", "credential", "sas", "connection")
 
 

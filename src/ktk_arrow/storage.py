@@ -292,7 +292,13 @@ class LocalStore(Store):
         try:
             with open(self.path(key), "rb") as f:
                 return f.read()
-        except (IsADirectoryError, NotADirectoryError) as exc:
+        except IsADirectoryError as exc:
+            # never "absent": a writer would then try to create it, forever
+            raise StoreError(
+                f"store {self.url!r} has a directory at key {key!r} where an object is "
+                "expected; move it away (the dataset is damaged there)"
+            ) from exc
+        except NotADirectoryError as exc:
             raise FileNotFoundError(self.path(key)) from exc
 
     def exists(self, key: str) -> bool:

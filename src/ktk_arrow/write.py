@@ -95,9 +95,12 @@ def write_dataset(
             metadata=metadata,
             allow_empty=allow_empty,
         )
-    except BaseException:
-        writer.abort()
+    except BaseException as exc:
+        if committer.may_discard(exc):  # never the files of a commit that may be in
+            writer.abort()
         raise
+    finally:
+        writer.release()
 
 
 def prepare_write(
@@ -398,6 +401,7 @@ class FileWriter:
         }
         self._fs = store.arrow_filesystem()
         self._made_dirs: set[str] = set()
+        self._protected: list[str] = []
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0 and self.schema is not None:
@@ -457,6 +461,8 @@ class FileWriter:
         data = rows.select([n for n in rows.column_names if n not in self.plan.partition_keys])
         data = data.cast(data_schema(self.schema, self.plan.partition_keys))
         self._ensure_dir(self.store.path(key))
+        committer.IN_FLIGHT.add(self.store, [key])
+        self._protected.append(key)
         self.entries.append(FileEntry(label, key, None, data.num_rows))
         return _FileJob(label, key, rows, data, len(self.entries) - 1)
 
@@ -489,10 +495,16 @@ class FileWriter:
             self._made_dirs.add(parent)
 
     def abort(self) -> None:
-        """Delete every file this writer wrote (they were never committed)."""
+        """Delete every file this writer wrote (only when its commit provably failed)."""
         with contextlib.suppress(KtkError, OSError):  # garbage collection removes the rest
             self.store.delete_many([e.key for e in self.entries])
+        self.release()
         self.entries = []
+
+    def release(self) -> None:
+        """The write is over (committed or not): its files no longer need gc's protection."""
+        committer.IN_FLIGHT.discard(self.store, self._protected)
+        self._protected = []
 
 
 def _change(
@@ -545,6 +557,7 @@ def _change(
         partition_keys=plan.partition_keys,
         user_metadata=metadata,
         create=base is None,
+        exclusive=mode == "create",
     )
 
 

@@ -402,6 +402,8 @@ def write_part(data: Any, task: PartTask) -> PartResult:
     except BaseException:
         writer.abort()
         raise
+    finally:
+        writer.release()  # the driver protects the files until its commit ends
 
 
 def write_parts(items: list[Any], task: PartTask) -> list[PartResult]:
@@ -473,6 +475,8 @@ class DistributedWrite:
         """Commit what every task wrote as one snapshot, or delete it all and raise."""
         results = [r for r in _flatten(results)]
         written = [e for r in results for e in r.entries]
+        store = self.prepared.store
+        commit.IN_FLIGHT.add(store, [e.key for e in written])
         try:
             failed = [r.error for r in results if r.error is not None]
             if failed:
@@ -488,9 +492,12 @@ class DistributedWrite:
             snap = self.prepared.commit(
                 written, delta, schema, metadata=self.metadata, allow_empty=self.allow_empty
             )
-        except BaseException:
-            _delete(self.prepared.store, [e.key for e in written])
+        except BaseException as exc:
+            if commit.may_discard(exc):  # never the files of a commit that may be in
+                _delete(store, [e.key for e in written])
             raise
+        finally:
+            commit.IN_FLIGHT.discard(store, [e.key for e in written])
         return commit.load_version(self.prepared.store, self.prepared.dataset_uuid, snap.version)
 
     def delete_orphans(self) -> None:

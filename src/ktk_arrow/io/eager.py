@@ -151,10 +151,17 @@ def garbage_collect_dataset(
     store: StoreLike = None,
     factory: Any = None,
     grace_period: timedelta = commit.DEFAULT_GC_GRACE,
+    force: bool = False,
 ) -> list[str]:
-    """Delete files no retained snapshot references and older than ``grace_period``."""
+    """Delete files no retained snapshot references and older than ``grace_period``.
+
+    A grace period under a minute could delete a running write's files: it needs ``force=True``.
+    """
     return commit.garbage_collect(
-        _common.store_of(store, factory), _uuid(dataset_uuid), grace_period=grace_period
+        _common.store_of(store, factory),
+        _uuid(dataset_uuid),
+        grace_period=grace_period,
+        force=force,
     )
 
 

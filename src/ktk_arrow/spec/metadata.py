@@ -134,6 +134,9 @@ class DatasetMetadata:
     schema: pa.Schema | None = None
     commit: CommitInfo = field(default_factory=lambda: CommitInfo(0, _epoch(), "external"))
     managed: bool = False  # True once ktk-arrow's log governs the dataset
+    #: False when loaded past a missing or lagging view (its writer died before
+    #: publishing): the next commit then rewrites ``_common_metadata`` too
+    view_current: bool = field(default=True, compare=False)
 
     @property
     def version(self) -> int:

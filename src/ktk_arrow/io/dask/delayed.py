@@ -200,20 +200,24 @@ def garbage_collect_dataset__delayed(
     chunk_size: int = 100,
     factory: Any = None,
     grace_period: timedelta = commit.DEFAULT_GC_GRACE,
+    force: bool = False,
 ) -> list[Any]:
     """A list with one ``Delayed`` that deletes files no retained snapshot references.
 
     Files younger than ``grace_period`` are kept (they may belong to a commit
-    in flight).  Computing it returns the deleted keys.
+    in flight; under a minute needs ``force=True``).  Computing it returns the
+    deleted keys.
     """
     resolved = _common.store_of(store, factory)
     uuid = _required_uuid(dataset_uuid)
     commit.load(resolved, uuid)  # DatasetNotFoundError now, not at compute time
-    return [dask.delayed(_garbage_collect, pure=False)(resolved, uuid, grace_period)]
+    return [dask.delayed(_garbage_collect, pure=False)(resolved, uuid, grace_period, force)]
 
 
-def _garbage_collect(store: Any, dataset_uuid: str, grace_period: timedelta) -> list[str]:
-    return commit.garbage_collect(store, dataset_uuid, grace_period=grace_period)
+def _garbage_collect(
+    store: Any, dataset_uuid: str, grace_period: timedelta, force: bool
+) -> list[str]:
+    return commit.garbage_collect(store, dataset_uuid, grace_period=grace_period, force=force)
 
 
 def _required_uuid(dataset_uuid: str | None) -> str:
