@@ -381,6 +381,15 @@ def history(store: Store, dataset_uuid: str) -> list[Snapshot]:
     versions = log_versions(store, dataset_uuid)
     if not versions:
         return [Snapshot.of(latest.commit)]
+    # readers stop at the first missing entry: newer ones beyond a gap are unreachable
+    gaps = sorted(set(range(latest.version + 1, versions[-1])) - set(versions))
+    if gaps:
+        missing = gaps[0]
+        raise CorruptMetadataError(
+            f"log entry {keys.log_key(dataset_uuid, missing)!r} of dataset {dataset_uuid!r} is "
+            f"missing, so versions {missing + 1}..{versions[-1]} are unreachable (readers see "
+            f"version {latest.version}); run `ktk check STORE {dataset_uuid}`"
+        )
 
     def read(v: int) -> Snapshot | None:
         entry = read_entry(store, dataset_uuid, v)  # None: expired since the listing
@@ -456,10 +465,17 @@ def commit(store: Store, dataset_uuid: str, change: Change, *, base: Any = _UNKN
     written: list[str] = []  # index files of this commit, protected from gc meanwhile
     try:
         for _attempt in range(MAX_ATTEMPTS):
-            if base is _UNKNOWN:
+            create_at = 0
+            if base is _UNKNOWN or base is None:
+                # "no dataset" is only believed as of a listing taken before it: the
+                # new dataset takes the version after every entry seen then
+                # (a deleted dataset's log may remain), so a create racing it
+                # competes for the same key
+                logged = log_versions(store, dataset_uuid)
+                create_at = logged[-1] + 1 if logged else 0
                 base = load_latest(store, dataset_uuid)
             _check_preconditions(dataset_uuid, base, change, read_state, store, planned_create)
-            new = _apply(store, dataset_uuid, base, change, written)
+            new = _apply(store, dataset_uuid, base, change, written, create_at)
             raw = new.to_json()
             try:
                 won = _enter_base(store, dataset_uuid, base) and put_entry(
@@ -609,21 +625,17 @@ def _apply(
     base: DatasetMetadata | None,
     change: Change,
     written: list[str],
+    create_at: int,
 ) -> DatasetMetadata:
     now = datetime.now(timezone.utc)
     if base is None:
         if change.schema is None:
             raise InvalidArgumentError("creating a dataset needs a schema")
-        # log entries of a deleted dataset may remain (plateau deletes only what it
-        # knows): number the new dataset's versions after them
-        stale = log_versions(store, dataset_uuid)
         base = DatasetMetadata(
             uuid=dataset_uuid,
             partition_keys=tuple(change.partition_keys or ()),
             user_metadata={"creation_time": now.isoformat()},
-            commit=CommitInfo(
-                stale[-1] if stale else -1, datetime(1970, 1, 1, tzinfo=timezone.utc), "none"
-            ),
+            commit=CommitInfo(create_at - 1, datetime(1970, 1, 1, tzinfo=timezone.utc), "none"),
             schema=change.schema,
         )
     if base.commit.timestamp >= now:  # keep timestamps strictly increasing for as_of
