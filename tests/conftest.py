@@ -23,6 +23,24 @@ Stores (function scope, each a fresh empty prefix):
   (``c.requests`` lists ``"METHOD /path?query"``).
 - ``unreachable_s3`` / ``unreachable_gcs`` / ``unreachable_azure``: a store on a
   closed port with client retries cut short, and the secret its options hold.
+
+Fault injection (``tests/faultproxy.py``: requests that fail after the store
+applied them, dropped connections, ...):
+
+- ``s3_fault_proxy`` / ``azure_fault_proxy`` / ``gcs_fault_proxy``: a session
+  ``FaultProxy`` in front of each emulator (rules and log are cleared around
+  every test that takes one of the ``faulty_*`` fixtures below; a test taking
+  a proxy alone and adding rules calls ``proxy.clear()`` itself);
+- ``faulty_s3_url_and_options`` / ``faulty_azure_url_and_options`` /
+  ``faulty_gcs_url_and_options`` -> ``(url, storage_options, proxy)``: a fresh
+  prefix in the usual bucket/container, reached through the proxy, with the
+  clients' default retries (picklable options, like ``<backend>_url_and_options``);
+  ``faulty_url_and_options``: parametrized over them (ids ``[s3]``, ``[azure]``,
+  ``[gcs]``, same marks as ``any_url_and_options``);
+- ``no_retry_backoff`` (taken by the ``faulty_*`` fixtures): the clients retry
+  as often as by default but without the waits in between (azure-storage
+  waits ~15 s before its first retry).  In this process only: a subprocess
+  handed faulty options retries with the real waits.
 """
 
 from __future__ import annotations
@@ -50,6 +68,7 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import pytest
 
+from faultproxy import FaultProxy
 from ktk_arrow.storage import Store, resolve_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -571,3 +590,98 @@ def unreachable_azure(closed_port: int) -> tuple[Store, str]:
         if hasattr(policy, "total_retries"):
             policy.total_retries = 0
     return store, key
+
+
+# -- fault-injecting proxies ------------------------------------------------------
+
+FaultyUrlAndOptions = tuple[str, dict[str, Any], FaultProxy]
+
+
+@pytest.fixture(scope="session")
+def s3_fault_proxy(moto_server: MotoServer) -> Iterator[FaultProxy]:
+    with FaultProxy(moto_server.endpoint_url) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def azure_fault_proxy(azurite: Azurite) -> Iterator[FaultProxy]:
+    with FaultProxy(f"http://{LOOPBACK}:{azurite.port}") as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def gcs_fault_proxy(fake_gcs: FakeGcs) -> Iterator[FaultProxy]:
+    with FaultProxy(fake_gcs.endpoint_url) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def no_retry_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients retry as often as by default, but without waiting between tries.
+
+    Only the waits go: azure-storage waits ~15 s before its first retry, gcsfs
+    1-2 s, botocore up to 1 s.  In-process only: a subprocess waits for real.
+    """
+    import asyncio
+    import types
+
+    async def no_sleep(*args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0)
+
+    fast_asyncio = types.SimpleNamespace(**{**vars(asyncio), "sleep": no_sleep})
+    import aiobotocore.endpoint
+    import gcsfs.retry
+    import s3fs.core
+    from azure.storage.blob._shared import policies, policies_async
+
+    monkeypatch.setattr(aiobotocore.endpoint.AioEndpoint, "_sleep", no_sleep)
+    monkeypatch.setattr(s3fs.core, "asyncio", fast_asyncio)  # s3fs' own retry loop
+    monkeypatch.setattr(gcsfs.retry, "asyncio", fast_asyncio)
+    monkeypatch.setattr(policies_async.AsyncStorageRetryPolicy, "sleep", no_sleep)
+    monkeypatch.setattr(policies.StorageRetryPolicy, "sleep", lambda *args, **kwargs: None)
+
+
+def _cleared(proxy: FaultProxy, value: FaultyUrlAndOptions) -> Iterator[FaultyUrlAndOptions]:
+    """Yield ``value``; afterwards the session's proxy has no rules and an empty log."""
+    proxy.clear()
+    try:
+        yield value
+    finally:
+        proxy.clear()
+
+
+@pytest.fixture
+def faulty_s3_url_and_options(
+    moto_server: MotoServer, s3_fault_proxy: FaultProxy, no_retry_backoff: None
+) -> Iterator[FaultyUrlAndOptions]:
+    options = moto_server.storage_options()
+    options["client_kwargs"]["endpoint_url"] = s3_fault_proxy.url
+    url = f"s3://{moto_server.bucket}/{_unique('t')}"
+    yield from _cleared(s3_fault_proxy, (url, options, s3_fault_proxy))
+
+
+@pytest.fixture
+def faulty_azure_url_and_options(
+    azurite: Azurite, azure_fault_proxy: FaultProxy, no_retry_backoff: None
+) -> Iterator[FaultyUrlAndOptions]:
+    endpoint = f"{azure_fault_proxy.url}/{azurite.account_name}"
+    connection_string = azurite.connection_string.replace(azurite.blob_endpoint, endpoint)
+    url = f"abfs://{azurite.container}/{_unique('t')}"
+    options: dict[str, Any] = {"connection_string": connection_string}
+    yield from _cleared(azure_fault_proxy, (url, options, azure_fault_proxy))
+
+
+@pytest.fixture
+def faulty_gcs_url_and_options(
+    fake_gcs: FakeGcs, gcs_fault_proxy: FaultProxy, no_retry_backoff: None
+) -> Iterator[FaultyUrlAndOptions]:
+    options = {**fake_gcs.storage_options(), "endpoint_url": gcs_fault_proxy.url}
+    url = f"gs://{fake_gcs.bucket}/{_unique('t')}"
+    yield from _cleared(gcs_fault_proxy, (url, options, gcs_fault_proxy))
+
+
+@pytest.fixture(params=_backend_params(("s3", "azure", "gcs")))
+def faulty_url_and_options(request: pytest.FixtureRequest) -> FaultyUrlAndOptions:
+    """``(url, storage_options, proxy)`` of a fresh store behind a fault proxy, per backend."""
+    value: FaultyUrlAndOptions = request.getfixturevalue(f"faulty_{request.param}_url_and_options")
+    return value
