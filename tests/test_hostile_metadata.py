@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ktk_arrow as ka
+from ktk_arrow import planning
 from ktk_arrow.spec.metadata import DatasetMetadata
 from ktk_arrow.storage import LocalStore
 
@@ -80,3 +83,192 @@ def test_fuzzed_metadata_parses_or_is_corrupt(key, value):
         return
     for entry in meta.files.values():
         assert entry.key.startswith("ds/")
+
+
+# -- file facts, statistics and duplicate references --------------------------
+
+SCHEMA = pa.schema([("p", pa.string()), ("x", pa.int64()), ("t", pa.timestamp("us"))])
+TWO_FILES = {
+    **VALID,
+    "partitions": {
+        "p=a/f": {"files": {"table": "ds/table/p=a/f.parquet"}},
+        "p=a/g": {"files": {"table": "ds/table/p=a/g.parquet"}},
+    },
+}
+
+
+def with_facts(facts, partitions=None):
+    """VALID with our extension: the schema above and ``facts`` for label ``p=a/f``."""
+    return {
+        **VALID,
+        **({"partitions": partitions} if partitions is not None else {}),
+        "ktk_arrow": {
+            "format": 1,
+            "files": {"p=a/f": facts},
+            "schema": base64.b64encode(SCHEMA.serialize().to_pybytes()).decode(),
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "partitions,key",
+    [
+        (
+            {
+                "p=a/f": {"files": {"table": "ds/table/p=a/f.parquet"}},
+                "p=a/g": {"files": {"table": "ds/table/p=a/f.parquet"}},
+            },
+            "ds/table/p=a/f.parquet",
+        ),
+    ],
+)
+def test_two_labels_referencing_one_file_are_corrupt(partitions, key):
+    with pytest.raises(ka.CorruptMetadataError) as info:
+        DatasetMetadata.from_dict({**VALID, "partitions": partitions}, source="ds.json")
+    message = str(info.value)
+    assert "ds.json" in message and repr(key) in message and "twice" in message
+    assert "'p=a/f'" in message and "'p=a/g'" in message
+
+
+def test_a_key_as_data_and_index_is_corrupt():
+    hostile = {**VALID, "indices": {"x": "ds/table/p=a/f.parquet"}}
+    with pytest.raises(ka.CorruptMetadataError, match=r"'ds/table/p=a/f\.parquet' twice") as info:
+        DatasetMetadata.from_dict(hostile, source="ds/_ktk/log/00000000000000000003.json")
+    assert "ds/_ktk/log/00000000000000000003.json" in str(info.value)
+    assert "index of column 'x'" in str(info.value)
+
+
+def test_two_indices_sharing_a_file_are_corrupt():
+    ref = "ds/indices/x/a.by-dataset-index.parquet"
+    with pytest.raises(ka.CorruptMetadataError, match="twice"):
+        DatasetMetadata.from_dict({**VALID, "indices": {"x": ref, "y": ref}})
+
+
+@pytest.mark.parametrize(
+    "facts",
+    [
+        [-1, 3],
+        [10, -3],
+        ["10", 3],
+        [10.5, 3],
+        [True, 3],
+        [10, False],
+        [10, [3]],
+        [10],
+        [10, 3, {}, 4],
+        "10,3",
+        {"size": 10},
+        [10, 3, "stats"],
+        [10, 3, {"x": [1, 2]}],
+        [10, 3, {"x": [1, 2, -1]}],
+        [10, 3, {"x": [1, 2, 4]}],  # more nulls than rows
+        [10, 3, {"x": [1, 2, 1.5]}],
+        [10, 3, {"x": [5, 1, 0]}],  # min above max
+        [10, 3, {"x": [1, None, 0]}],  # one bound only
+        [10, 3, {"x": [[1], [2], 0]}],
+        [10, 3, {"x": [{"a": 1}, 2, 0]}],
+        [10, 3, {"x": [1, "z", 0]}],
+    ],
+)
+def test_malformed_file_facts_are_corrupt(facts):
+    with pytest.raises(ka.CorruptMetadataError, match="p=a/f") as info:
+        DatasetMetadata.from_dict(with_facts(facts), source="ds.by-dataset-metadata.json")
+    assert "ds.by-dataset-metadata.json" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "facts", [[None, None], [0, 0], [10, 3, None], [10, 3, {"x": [1, 1, 0], "t": [None, None, 3]}]]
+)
+def test_well_formed_file_facts_parse(facts):
+    entry = DatasetMetadata.from_dict(with_facts(facts)).files["p=a/f"]
+    assert [entry.size, entry.rows] == facts[:2]
+
+
+@pytest.mark.parametrize(
+    "bounds",
+    [["not a time", "2020-01-01T00:00:00"], ["2021-01-01T00:00:00", "2020-01-01T00:00:00"]],
+)
+def test_bad_timestamp_statistics_are_corrupt_when_planning(bounds):
+    meta = DatasetMetadata.from_dict(with_facts([10, 3, {"t": [*bounds, 0]}]))
+    scan_filter = planning.make_filter([[("t", ">", pd.Timestamp("2020-06-01"))]], SCHEMA)
+    with pytest.raises(ka.CorruptMetadataError, match=r"'ds/table/p=a/f\.parquet'") as info:
+        planning.plan(meta, scan_filter)
+    assert "column 't'" in str(info.value) and "ktk check" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "label,partition_keys",
+    [("q=a/f", ["p"]), ("f", ["p"]), ("p=a/q=b/f", ["p"]), ("p=a/f", ["p", "q"]), ("a/b/f", ["p"])],
+)
+def test_labels_that_do_not_match_the_partition_keys_are_corrupt(label, partition_keys):
+    data = {
+        **VALID,
+        "partitions": {label: {"files": {"table": f"ds/table/{label}.parquet"}}},
+        "partition_keys": partition_keys,
+    }
+    meta = DatasetMetadata.from_dict(data)
+    with pytest.raises(ka.CorruptMetadataError, match=repr(label)):
+        planning.plan(meta)
+
+
+def test_partition_keys_must_be_a_list_of_names():
+    with pytest.raises(ka.CorruptMetadataError, match="partition_keys"):
+        DatasetMetadata.from_dict({**VALID, "partition_keys": "p"})
+
+
+SCALARS = st.none() | st.booleans() | st.integers(-5, 5) | st.floats() | st.text(max_size=4)
+FACTS = st.lists(
+    st.one_of(
+        SCALARS,
+        st.dictionaries(
+            st.sampled_from(["x", "t", "p", "zz"]),
+            st.lists(SCALARS, max_size=4) | SCALARS,
+            max_size=3,
+        ),
+    ),
+    max_size=4,
+)
+FILTERS = [
+    [[("x", ">", 1)]],
+    [[("x", "==", 2)], [("x", "is distinct from", None)]],
+    [[("t", "<", pd.Timestamp("2020-01-01"))]],
+    [[("p", "==", "a"), ("x", "in", [1, 2])]],
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(facts=FACTS | JSONISH, filter_=st.sampled_from(FILTERS))
+def test_fuzzed_file_facts_parse_and_plan_or_are_corrupt(facts, filter_):
+    """Whatever the facts, parsing and planning with them succeed or say CorruptMetadataError."""
+    try:
+        meta = DatasetMetadata.from_dict(with_facts(facts))
+        tasks = planning.plan(meta, planning.make_filter(filter_, SCHEMA))
+    except ka.CorruptMetadataError:
+        return
+    assert all(t.size is None or (type(t.size) is int and t.size >= 0) for t in tasks)
+    assert all(t.rows is None or (type(t.rows) is int and t.rows >= 0) for t in tasks)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    labels=st.lists(st.sampled_from(["p=a/f", "p=a/g", "p=b/f", "f"]), min_size=1, max_size=3),
+    keys=st.lists(
+        st.sampled_from(["ds/table/p=a/f.parquet", "ds/table/p=a/g.parquet", "ds/i/x.parquet"]),
+        min_size=1,
+        max_size=3,
+    ),
+    index=st.none() | st.sampled_from(["ds/table/p=a/f.parquet", "ds/i/x.parquet"]),
+)
+def test_fuzzed_references_are_unique_or_corrupt(labels, keys, index):
+    partitions = {
+        label: {"files": {"table": key}} for label, key in zip(labels, keys, strict=False)
+    }
+    data = {**VALID, "partitions": partitions, "indices": {"x": index} if index else {}}
+    refs = [p["files"]["table"] for p in partitions.values()] + ([index] if index else [])
+    try:
+        DatasetMetadata.from_dict(data)
+    except ka.CorruptMetadataError as exc:
+        assert len(set(refs)) < len(refs)
+        assert "twice" in str(exc)
+        return
+    assert len(set(refs)) == len(refs)

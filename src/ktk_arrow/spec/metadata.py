@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import zstandard
 
-from ..errors import CorruptMetadataError
+from ..errors import CorruptMetadataError, InvalidArgumentError
 from . import keys
 from .schema import is_scalar_type
 
@@ -50,12 +50,27 @@ class FileEntry:
     stats: Mapping[str, list[Any]] | None = None
 
     def typed_stats(self, schema: pa.Schema, columns: set[str]) -> dict[str, tuple[Any, Any, bool]]:
-        """``column -> (min, max, has_nulls)`` in Python values of the column types."""
+        """``column -> (min, max, has_nulls)`` in Python values of the column types.
+
+        Planning prunes files by these, so bounds that do not fit the column
+        type, or a minimum above the maximum, are ``CorruptMetadataError``:
+        pruning by them would silently drop matching rows.
+        """
         out: dict[str, tuple[Any, Any, bool]] = {}
         for column in columns & set(self.stats or ()) & set(schema.names):
             lo, hi, nulls = (self.stats or {})[column]
             arrow_type = schema.field(column).type
-            out[column] = (_stat_value(lo, arrow_type), _stat_value(hi, arrow_type), nulls > 0)
+            try:
+                typed_lo, typed_hi = _stat_value(lo, arrow_type), _stat_value(hi, arrow_type)
+                if typed_lo is not None and typed_hi is not None and typed_lo > typed_hi:
+                    raise ValueError(f"minimum {lo!r} is above maximum {hi!r}")
+            except (ValueError, TypeError, pa.ArrowException) as exc:
+                uuid = self.key.split("/", 1)[0]
+                raise CorruptMetadataError(
+                    f"the statistics of column {column!r} of data file {self.key!r} are "
+                    f"malformed ({type(exc).__name__}: {exc}); run `ktk check STORE {uuid}`"
+                ) from exc
+            out[column] = (typed_lo, typed_hi, nulls > 0)
         return out
 
     @property
@@ -153,8 +168,28 @@ class DatasetMetadata:
         return None if any(r is None for r in rows) else sum(r for r in rows if r is not None)
 
     def partition_values(self, label: str) -> dict[str, Any]:
-        """The typed partition values of one file."""
+        """The typed partition values of one file.
+
+        A label that does not name exactly the partition keys, in order, or
+        whose values do not parse as their column types is corrupt metadata:
+        Arrow would otherwise be told wrong partition values.
+        """
+        try:
+            return self._partition_values(label)
+        except InvalidArgumentError as exc:
+            raise CorruptMetadataError(
+                f"dataset {self.uuid!r}: partition label {label!r} is malformed: {exc}"
+            ) from exc
+
+    def _partition_values(self, label: str) -> dict[str, Any]:
         pairs, _ = keys.parse_label(label)
+        if len(pairs) != len(self.partition_keys) or any(
+            col != want for (col, _), want in zip(pairs, self.partition_keys)
+        ):
+            raise InvalidArgumentError(
+                f"it names the columns {[col for col, _ in pairs]}, but the partition keys "
+                f"are {list(self.partition_keys)}"
+            )
         out = {}
         for column, raw in pairs:
             arrow_type = (
@@ -236,7 +271,11 @@ class DatasetMetadata:
                 f"{source} has no explicit 'partitions'; rewrite it with plateau >= 4 first"
             )
         ext = data.get(EXTENSION_KEY) or {}
-        sizes: Mapping[str, list[Any]] = ext.get("files", {})
+        if not isinstance(ext, Mapping):
+            raise CorruptMetadataError(f"{source}: {EXTENSION_KEY!r} is not an object")
+        sizes: Mapping[str, Any] = ext.get("files") or {}
+        if not isinstance(sizes, Mapping):
+            raise CorruptMetadataError(f"{source}: {EXTENSION_KEY}.files is not an object")
         files: dict[str, FileEntry] = {}
         table = keys.TABLE
         for label, part in data["partitions"].items():
@@ -247,15 +286,20 @@ class DatasetMetadata:
                     "single-table datasets (kartothek v4 / plateau) are supported"
                 )
             ((table, key),) = part_files.items()
-            known = sizes.get(label) or [None, None]
-            stats = known[2] if len(known) > 2 else None
-            files[label] = FileEntry(label, key, known[0], known[1], stats)
+            size, rows, stats = _file_facts(sizes.get(label), label, source)
+            files[label] = FileEntry(label, key, size, rows, stats)
         schema = None
         if "schema" in ext:
             schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(ext["schema"])))
         partition_keys = data.get("partition_keys")
         if partition_keys is None:
             partition_keys = _partition_keys_from_labels(files)
+        if not isinstance(partition_keys, list) or not all(
+            isinstance(k, str) for k in partition_keys
+        ):
+            raise CorruptMetadataError(
+                f"{source}: partition_keys must be a list of column names, got {partition_keys!r}"
+            )
         return cls(
             uuid=uuid,
             partition_keys=tuple(partition_keys),
@@ -345,24 +389,124 @@ def _parse_cached(raw: str, arrow_type: pa.DataType) -> Any:
     return keys.string_to_value(raw, arrow_type)
 
 
+def _file_facts(
+    known: Any, label: str, source: str
+) -> tuple[int | None, int | None, Mapping[str, list[Any]] | None]:
+    """``[size, rows]`` or ``[size, rows, stats]`` of one file, checked.
+
+    Arrow is told the size (it reads the footer at that offset), ``count_rows``
+    answers with the rows and planning prunes by the statistics: a value of the
+    wrong type would surface as a raw ``TypeError`` deep inside a scan, a
+    negative one as a wrong answer.
+    """
+    if known is None:
+        return None, None, None
+    if type(known) is not list or len(known) not in (2, 3):
+        raise CorruptMetadataError(
+            f"{source}: the facts of file {label!r} must be [size, rows] or "
+            f"[size, rows, statistics], got {known!r}"
+        )
+    size, rows = known[0], known[1]
+    if not _count_or_none(size) or not _count_or_none(rows):
+        raise CorruptMetadataError(
+            f"{source}: file {label!r} has byte size {size!r} and row count {rows!r}; "
+            "expected non-negative integers (or null)"
+        )
+    stats = known[2] if len(known) == 3 else None
+    if stats is None:
+        return size, rows, None
+    if not isinstance(stats, Mapping):
+        raise CorruptMetadataError(
+            f"{source}: the statistics of file {label!r} must be an object, got {stats!r}"
+        )
+    for column, triple in stats.items():
+        if not _valid_stat(triple, rows):
+            raise CorruptMetadataError(
+                f"{source}: statistics {triple!r} of column {column!r} in file {label!r} are "
+                "malformed; expected [min, max, null count] with both bounds or neither, "
+                "min <= max, and at most as many nulls as rows"
+            )
+    return size, rows, stats
+
+
+def _count_or_none(value: Any) -> bool:
+    return value is None or (type(value) is int and value >= 0)
+
+
+_NUMBERS = (int, float)
+
+
+def _valid_stat(triple: Any, rows: int | None) -> bool:
+    """``[min, max, null count]`` with JSON scalar bounds, both or neither, min <= max.
+
+    Text bounds of dates and timestamps are ordered once typed (``typed_stats``).
+    Exact type checks: JSON and msgpack yield no subclasses, and bool is no int here.
+    """
+    if type(triple) is not list or len(triple) != 3:
+        return False
+    lo, hi, nulls = triple
+    if type(nulls) is not int or nulls < 0 or (rows is not None and nulls > rows):
+        return False
+    kind = type(lo)
+    if kind is not type(hi):
+        return kind in _NUMBERS and type(hi) in _NUMBERS and bool(lo <= hi)
+    if kind is str or lo is None:
+        return True
+    if kind is int or kind is float or kind is bool:
+        return bool(lo <= hi) or lo != lo or hi != hi  # NaN bounds are not ordered
+    return False
+
+
 def _check_keys(meta: DatasetMetadata, source: str) -> None:
-    """Every referenced object must lie inside the dataset: no ``..``, no other dataset."""
+    """Every referenced object lies inside the dataset and is referenced once.
+
+    No ``..``, no other dataset; and no key under two labels or as data and
+    index at once: two labels sharing a file would read its rows twice, and
+    removing one label (overwrite, compaction, gc) would delete the other's data.
+    """
     if not isinstance(meta.uuid, str) or not keys.UUID_RE.fullmatch(meta.uuid):
         raise CorruptMetadataError(f"{source} names an invalid dataset_uuid {meta.uuid!r}")
-    refs = [e.key for e in meta.files.values()]
-    refs += [ref for ref in meta.indices.values() if isinstance(ref, str)]
-    for ref in refs:
-        if (
-            not isinstance(ref, str)
-            or not ref.startswith(f"{meta.uuid}/")
-            or any(part in ("", ".", "..") for part in ref.split("/"))
-        ):
-            raise CorruptMetadataError(
-                f"{source} references {ref!r}, which is not an object of dataset {meta.uuid!r}"
-            )
     for label in meta.files:
         if not isinstance(label, str) or not label:
             raise CorruptMetadataError(f"{source} has an invalid partition label {label!r}")
+    # key -> the label (or index column) referencing it; owners are named only on error
+    owners: dict[str, tuple[str, str]] = {}
+    for entry in meta.files.values():
+        _check_ref(meta, entry.key, ("partition", entry.label), owners, source)
+    for column, ref in meta.indices.items():
+        if isinstance(ref, str):
+            _check_ref(meta, ref, ("the index of column", column), owners, source)
+        elif not isinstance(ref, Mapping) or not all(
+            type(labels) is list and all(type(x) is str for x in labels) for labels in ref.values()
+        ):
+            raise CorruptMetadataError(
+                f"{source}: the index of column {column!r} must be an index file key or "
+                f"{{value: [labels]}}, got {ref!r}"
+            )
+
+
+def _check_ref(
+    meta: DatasetMetadata,
+    ref: Any,
+    owner: tuple[str, str],
+    owners: dict[str, tuple[str, str]],
+    source: str,
+) -> None:
+    if (
+        type(ref) is not str
+        or not ref.startswith(f"{meta.uuid}/")
+        or any(part in ("", ".", "..") for part in ref.split("/"))
+    ):
+        raise CorruptMetadataError(
+            f"{source} references {ref!r}, which is not an object of dataset {meta.uuid!r}"
+        )
+    first = owners.setdefault(ref, owner)
+    if first is not owner:
+        raise CorruptMetadataError(
+            f"{source} references {ref!r} twice, from {first[0]} {first[1]!r} and from "
+            f"{owner[0]} {owner[1]!r}; an object belongs to one partition or index "
+            f"(run `ktk check STORE {meta.uuid}`)"
+        )
 
 
 def _index_ref_to_json(ref: str | Mapping[Any, list[str]]) -> Any:
