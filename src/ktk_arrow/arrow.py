@@ -11,7 +11,9 @@ DuckDB, Polars and plain pyarrow all profit from the indices.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -19,8 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from . import commit, planning
+from .errors import CorruptMetadataError, KtkError, StoreError
 from .planning import FileTask, ScanFilter
 from .spec import keys
 from .spec.metadata import DatasetMetadata
@@ -220,6 +224,12 @@ class KartothekDataset(ds.FileSystemDataset):
         return None if narrowed is self else narrowed._ktk_filter.expression
 
     def scanner(self, columns: Any = None, filter: Any = None, **kwargs: Any) -> ds.Scanner:  # type: ignore[override]
+        """An Arrow scanner of the pruned files.
+
+        Scanning it directly raises Arrow's own errors on damaged files; the
+        dataset's ``to_table``, ``to_batches``, ``to_reader``, ``count_rows``,
+        ``head`` and ``take`` translate them (see ``docs/errors.md``).
+        """
         kwargs.setdefault("fragment_scan_options", _scan_options(self.store))
         narrowed = self._narrowed(filter)
         scanner = ds.FileSystemDataset.scanner(
@@ -230,40 +240,60 @@ class KartothekDataset(ds.FileSystemDataset):
             # Python filesystem need it on Arrow's I/O threads: a deadlock (DuckDB
             # calls to_reader).  to_table() releases the GIL, so read through it.
             # Only memory:// and unmapped fsspec stores take this path.
-            table = scanner.to_table()
+            with _reading(narrowed):
+                table = scanner.to_table()
             passthrough = {k: v for k, v in kwargs.items() if k in ("batch_size", "use_threads")}
             return ds.InMemoryDataset(table).scanner(**passthrough)
         return scanner
 
     def to_table(self, columns: Any = None, filter: Any = None, **kwargs: Any) -> pa.Table:  # type: ignore[override]
-        return self.scanner(columns=columns, filter=filter, **kwargs).to_table()
+        scanner = self.scanner(columns=columns, filter=filter, **kwargs)
+        with _reading(self):
+            table = scanner.to_table()
+        if filter is None and self._ktk_filter.is_empty:
+            _check_row_count(self, table.num_rows)
+        return table
 
     def to_batches(
         self, columns: Any = None, filter: Any = None, **kwargs: Any
     ) -> Iterator[pa.RecordBatch]:  # type: ignore[override]
-        return self.scanner(columns=columns, filter=filter, **kwargs).to_batches()
+        scanner = self.scanner(columns=columns, filter=filter, **kwargs)
+        return _translated(self, scanner.to_batches())
 
     def to_reader(
         self, columns: Any = None, filter: Any = None, **kwargs: Any
     ) -> pa.RecordBatchReader:
-        return self.scanner(columns=columns, filter=filter, **kwargs).to_reader()
+        scanner = self.scanner(columns=columns, filter=filter, **kwargs)
+        batches = _translated(self, scanner.to_batches())
+        return pa.RecordBatchReader.from_batches(scanner.projected_schema, batches)
 
     def count_rows(self, filter: Any = None, **kwargs: Any) -> int:  # type: ignore[override]
+        """Rows matching ``filter``; without a filter the recorded row counts, no file read.
+
+        So a row count the metadata records wrongly is not noticed here:
+        ``to_table()`` and ``ktk check --deep`` notice it.
+        """
         if filter is None and self._ktk_filter.is_empty:
             rows = [t.rows for t in self.tasks]
             if all(r is not None for r in rows):
                 return sum(r for r in rows if r is not None)
-        return self.scanner(filter=filter, **kwargs).count_rows()
+        scanner = self.scanner(filter=filter, **kwargs)
+        with _reading(self):
+            return scanner.count_rows()
 
     def head(
         self, num_rows: int, columns: Any = None, filter: Any = None, **kwargs: Any
     ) -> pa.Table:  # type: ignore[override]
-        return self.scanner(columns=columns, filter=filter, **kwargs).head(num_rows)
+        scanner = self.scanner(columns=columns, filter=filter, **kwargs)
+        with _reading(self):
+            return scanner.head(num_rows)
 
     def take(
         self, indices: Any, columns: Any = None, filter: Any = None, **kwargs: Any
     ) -> pa.Table:  # type: ignore[override]
-        return self.scanner(columns=columns, filter=filter, **kwargs).take(indices)
+        scanner = self.scanner(columns=columns, filter=filter, **kwargs)
+        with _reading(self):
+            return scanner.take(indices)
 
     def get_fragments(self, filter: Any = None) -> Iterator[ds.Fragment]:  # type: ignore[override]
         narrowed = self._narrowed(filter)
@@ -298,6 +328,216 @@ def _refilter(dataset_: KartothekDataset) -> KartothekDataset:
     filtered._attach(dataset_.store, dataset_.metadata, dataset_.tasks, dataset_._ktk_filter)
     assert isinstance(filtered, KartothekDataset)
     return filtered
+
+
+def read_planned(
+    dataset_: KartothekDataset, columns: list[str] | None = None, filter: Any = None
+) -> pa.Table:
+    """Read exactly the dataset's planned files (``filter`` filters rows, prunes nothing).
+
+    For callers that planned already, such as the kartothek facades reading
+    file by file; Arrow's errors are translated as in ``KartothekDataset.to_table``.
+    """
+    scanner = ds.FileSystemDataset.scanner(
+        dataset_,
+        columns=columns,
+        filter=filter,
+        fragment_scan_options=_scan_options(dataset_.store),
+    )
+    with _reading(dataset_):
+        return scanner.to_table()
+
+
+# -- damaged storage ----------------------------------------------------------
+
+#: what Arrow raises when a file is missing, truncated, garbage or not what the
+#: metadata says; IndexError (``take`` out of range) and MemoryError are the
+#: caller's and pass through
+_READ_ERRORS = (OSError, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+
+
+@contextlib.contextmanager
+def _reading(dataset_: KartothekDataset) -> Iterator[None]:
+    """Translate Arrow's errors while the planned files are read into ``KtkError``s.
+
+    The error names the file (found in Arrow's message, else by one listing of
+    the table directory) and the ``ktk check`` command; Arrow's error is chained.
+    """
+    try:
+        yield
+    except KtkError:
+        raise
+    except _READ_ERRORS as exc:
+        raise read_error(dataset_.store, dataset_.metadata, dataset_.tasks, exc) from exc
+
+
+def _translated(
+    dataset_: KartothekDataset, batches: Iterable[pa.RecordBatch]
+) -> Iterator[pa.RecordBatch]:
+    with _reading(dataset_):
+        yield from batches
+
+
+def read_error(
+    store: Store, meta: DatasetMetadata, tasks: list[FileTask], exc: BaseException
+) -> KtkError:
+    """The ``KtkError`` for ``exc``, raised by Arrow while it read some of ``tasks``.
+
+    Missing file: ``StoreError``.  A file of another size than recorded, or
+    one that does not decode: ``CorruptMetadataError``.  The store failing:
+    ``StoreError``.  Arrow reports a corrupt page as an ``OSError`` without a
+    path, just like a failed request, so when size and existence do not tell,
+    the suspect files are fetched through the store and decoded in memory:
+    a fetch that fails is the store's fault, a decode that fails the file's.
+    """
+    detail = _scrub(store, f"{type(exc).__name__}: {exc}")
+    hint = planning.check_hint(store, meta.uuid)
+    where = f"of dataset {meta.uuid!r} (version {meta.version})"
+    try:
+        task, size, failure = _diagnose(store, meta, tasks, str(exc))
+    except StoreError as still:
+        return StoreError(f"reading dataset {meta.uuid!r} failed ({detail}), and so did {still}")
+    if task is None:
+        if isinstance(exc, OSError):
+            return StoreError(
+                f"reading dataset {meta.uuid!r} from {store.url!r} failed: {detail}; retry, "
+                f"and if it persists {hint}"
+            )
+        return CorruptMetadataError(
+            f"reading dataset {meta.uuid!r} failed: {detail}; no data file was found damaged, "
+            f"{hint} --deep"
+        )
+    if size is None:
+        return StoreError(
+            f"data file {task.key!r} {where} is missing from {store.url!r} (deleted, or never "
+            f"written); {hint}"
+        )
+    if task.size is not None and size != task.size:
+        return CorruptMetadataError(
+            f"data file {task.key!r} {where} is {size} bytes, but the metadata records "
+            f"{task.size} (the file was truncated or replaced, or the metadata is wrong: "
+            f"{detail}); {hint}"
+        )
+    if failure is not None:
+        detail = _scrub(store, f"{type(failure).__name__}: {failure}")
+    return CorruptMetadataError(
+        f"data file {task.key!r} {where} is not a readable parquet file of the dataset's "
+        f"schema ({detail}); {hint}"
+    )
+
+
+def _diagnose(
+    store: Store, meta: DatasetMetadata, tasks: list[FileTask], message: str
+) -> tuple[FileTask | None, int | None, BaseException | None]:
+    """``(task, stored size or None if missing, decode error)`` of the damaged file.
+
+    ``(None, None, None)``: no file is damaged (the store failed and recovered),
+    or the files are too many bytes to fetch again.  Arrow names the path when
+    it fails to open a file; otherwise one listing of the table directory finds
+    a missing file or one of the wrong size, and failing that the files are
+    decoded one by one.
+    """
+    named = [t for t in tasks if t.key in message]
+    if named:
+        task = max(named, key=lambda t: len(t.key))
+        try:
+            size = store.size(task.key)
+        except FileNotFoundError:
+            return task, None, None
+        if task.size is not None and size != task.size:
+            return task, size, None
+        suspects = [task]
+    else:
+        prefix = keys.table_prefix(meta.uuid, meta.table)
+        sizes = {info.key: info.size for info in store.list(prefix)}
+        for task in tasks:
+            size = sizes.get(task.key)
+            if size is None or (task.size is not None and size != task.size):
+                return task, size, None
+        suspects = tasks
+    if sum(t.size or 0 for t in suspects) > REREAD_LIMIT:
+        return None, None, None
+    schema = _dataset_schema(meta)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        failures = list(pool.map(lambda t: _decode_failure(store, t, schema), suspects))
+    for task, failure in zip(suspects, failures, strict=True):
+        if failure is not None:
+            return task, task.size, failure
+    return None, None, None
+
+
+#: a failed scan's files are fetched again, to tell damage from a store failure,
+#: only up to this many bytes
+REREAD_LIMIT = 1 << 30
+
+
+def _decode_failure(store: Store, task: FileTask, schema: pa.Schema) -> BaseException | None:
+    """Why the file of ``task`` does not decode as a file of ``schema`` (``None``: it does).
+
+    Fetched through the store, so a failing store raises ``StoreError`` here
+    and only a decode error is the file's.
+    """
+    raw = store.get(task.key)
+    try:
+        table = pq.read_table(pa.BufferReader(raw))
+        common = [f for f in schema if f.name in table.column_names]
+        table.select([f.name for f in common]).cast(pa.schema(common))
+    except (OSError, pa.ArrowException) as exc:
+        return exc
+    return None
+
+
+def _check_row_count(dataset_: KartothekDataset, rows: int) -> None:
+    """A full read must return the rows the metadata records (what ``count_rows`` says)."""
+    recorded = [t.rows for t in dataset_.tasks]
+    if any(r is None for r in recorded) or rows == sum(r for r in recorded if r is not None):
+        return
+    store, meta = dataset_.store, dataset_.metadata
+    wrong = [
+        f"{task.key!r} holds {'?' if found is None else found} rows, the metadata records "
+        f"{task.rows}"
+        for task, found in zip(dataset_.tasks, footer_rows(store, dataset_.tasks))
+        if found != task.rows
+    ]
+    raise CorruptMetadataError(
+        f"dataset {meta.uuid!r} (version {meta.version}) read {rows} rows, but its metadata "
+        f"records {sum(r for r in recorded if r is not None)}: "
+        f"{'; '.join(wrong[:5]) or 'no file footer disagrees'}; "
+        f"{planning.check_hint(store, meta.uuid)}"
+    )
+
+
+def read_footer(store: Store, key: str, size: int | None = None) -> pq.FileMetaData:
+    """The parquet footer of one data file; Arrow's errors are raised as they are.
+
+    ``size`` (the stored size, if known) spares object stores a HEAD request.
+    """
+    fragment = ds.ParquetFileFormat().make_fragment(
+        store.path(key), filesystem=store.arrow_filesystem(), file_size=size
+    )
+    fragment.ensure_complete_metadata()
+    return fragment.metadata
+
+
+def footer_rows(store: Store, tasks: list[FileTask]) -> list[int | None]:
+    """Each file's row count from its footer (``None``: unreadable), read on threads."""
+
+    def rows(task: FileTask) -> int | None:
+        try:
+            return int(read_footer(store, task.key).num_rows)
+        except _READ_ERRORS:
+            return None
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(rows, tasks))
+
+
+def _scrub(store: Store, text: str) -> str:
+    """``text`` without the store's secrets (Arrow's messages come from the backends)."""
+    for secret in getattr(store, "_secrets", frozenset)():
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _partition_expressions(tasks: list[FileTask], schema: pa.Schema) -> list[pc.Expression]:
