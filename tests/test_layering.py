@@ -18,6 +18,7 @@ RANKS = {
     "write": 5,
     "arrow": 5,
     "compact": 6,
+    "check": 6,
     "io": 7,
     "cli": 8,
     "__init__": 9,

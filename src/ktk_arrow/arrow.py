@@ -96,7 +96,7 @@ def _plain_type(t: pa.DataType) -> pa.DataType:
 def _dataset_schema(meta: DatasetMetadata) -> pa.Schema:
     """The Arrow schema readers see: partition columns decoded, no pandas index."""
     if meta.schema is None:
-        raise commit.CorruptMetadataError(f"dataset {meta.uuid!r} has no schema")
+        raise CorruptMetadataError(f"dataset {meta.uuid!r} has no schema")
     fields = []
     for f in meta.schema:
         if f.name.startswith("__index_level_"):

@@ -1,6 +1,6 @@
 """The ``ktk`` command: inspect, query and maintain kartothek datasets from a shell.
 
-``ktk info|ls|schema|history|query|gc|compact|index|demo``.  People get
+``ktk info|ls|schema|history|query|check|gc|expire|compact|index|demo``.  People get
 aligned tables and, on a terminal, progress bars on stderr; scripts pass
 ``--json`` (or ``query --format json|csv``) and parse stdout.  Every
 :class:`~ktk_arrow.errors.KtkError` ends as ``ktk: error: <message>`` on
@@ -38,7 +38,8 @@ import pyarrow as pa
 
 from . import commit, planning
 from ._optional import import_optional
-from .arrow import KartothekDataset, dataset
+from .arrow import KartothekDataset, dataset, read_error
+from .check import KINDS, Problem, check_dataset
 from .compact import compact, plan_compaction
 from .errors import InvalidArgumentError, InvalidPredicateError, KtkError, StoreError
 from .spec import keys
@@ -783,6 +784,8 @@ def _run_sql(ds: KartothekDataset, predicates: Dnf | None, sql: str) -> pa.Table
         result: pa.Table = relation.to_arrow_table()
         return result
     except duckdb.Error as exc:
+        if any(t.key in str(exc) for t in ds.tasks):  # DuckDB relays Arrow's read error
+            raise read_error(ds.store, ds.metadata, ds.tasks, exc) from exc
         raise InvalidArgumentError(f"--sql failed in DuckDB: {exc}") from exc
     finally:
         con.close()
@@ -808,11 +811,11 @@ def cmd_query(args: argparse.Namespace) -> int:
     else:
         columns = _columns(args.columns, ds)
         _check_filter(args, predicates, ds)
-        scanner = ds.scanner(columns=columns, filter=predicates)
+        # the dataset's own to_table/head: damaged files become KtkErrors naming them
         if limit is None:
-            table, more = scanner.to_table(), False
+            table, more = ds.to_table(columns=columns, filter=predicates), False
         else:
-            table = scanner.head(limit + 1)
+            table = ds.head(limit + 1, columns=columns, filter=predicates)
             more = table.num_rows > limit
             table = table.slice(0, limit)
     _write_result(table, args.format, more, args.limit is None)
@@ -866,6 +869,38 @@ def cmd_gc(args: argparse.Namespace) -> int:
     for key in doomed:
         print(f"  {key}")
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0 when the dataset is sound (warnings allowed), 1 when it is damaged."""
+    store = _store(args)
+    with Progress("check (deep)" if args.deep else "check"):
+        report = check_dataset(store, args.uuid, deep=args.deep, repair=args.repair)
+    if args.json:
+        _print_json(report.to_json())
+        return 0 if report.ok else 1
+    version = "does not load" if report.version is None else f"version {report.version}"
+    errors = [p for p in report.problems if p.severity == "error"]
+    warnings = len(report.problems) - len(errors)
+    verdict = "ok" if report.ok else f"DAMAGED: {_plural(len(errors), 'problem')}"
+    if warnings:
+        verdict += f", {_plural(warnings, 'warning')}"
+    depth = ", footers read" if args.deep else ""
+    for done in report.repaired:
+        print(f"repaired: {done}")
+    print(
+        f"{args.uuid} ({version}): {_plural(report.files_checked, 'file')} checked{depth}: "
+        f"{verdict}"
+    )
+    kinds: dict[str, list[Problem]] = {}
+    for problem in report.problems:
+        kinds.setdefault(problem.kind, []).append(problem)
+    for kind, problems in kinds.items():
+        print(f"\n{kind} ({len(problems)}): {KINDS.get(kind, '')}")
+        for problem in problems:
+            print(f"  {problem.key}")
+            print(f"    {problem.detail}")
+    return 0 if report.ok else 1
 
 
 def _older_than(text: str) -> dt.timedelta | dt.datetime:
@@ -1264,6 +1299,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, help="a past version (time travel)")
     p.set_defaults(func=cmd_query)
 
+    p = dataset_command("check", "verify that metadata and stored files agree", as_json)
+    p.add_argument("--deep", action="store_true", help="also read every data file's parquet footer")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="first rewrite a lagging or missing view from the log (nothing else is changed)",
+    )
+    p.set_defaults(func=cmd_check)
+
     p = dataset_command("gc", "delete files no snapshot references", as_json)
     p.add_argument(
         "--grace-period",
@@ -1306,7 +1350,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``ktk``; return the exit status (0 ok, 2 usage or dataset errors)."""
+    """Run ``ktk``; return the exit status (0 ok, 1 ``check`` found damage, 2 errors)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
