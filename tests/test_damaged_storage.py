@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 
+import duckdb
 import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -389,6 +391,24 @@ def test_arrow_scanner_of_a_damaged_dataset_raises_arrows_error(store):
     scanner = ka.dataset(store, UUID).scanner()
     with pytest.raises(pa.ArrowInvalid):
         scanner.to_table()
+
+
+def test_duckdb_raises_its_own_error_naming_the_file(store):
+    key = data_key(store)
+    damage_garbage(store, key)
+    con = duckdb.connect()
+    con.register("ds", ka.dataset(store, UUID))
+    with pytest.raises(duckdb.Error, match=key.replace("=", ".")):
+        con.sql("select sum(x) from ds").fetchall()
+
+
+def test_polars_goes_through_to_table_and_gets_our_error(store):
+    key = data_key(store)
+    damage_garbage(store, key)
+    lazy = pl.scan_pyarrow_dataset(ka.dataset(store, UUID))
+    with pytest.raises(ka.CorruptMetadataError) as info:
+        lazy.select(pl.col("x").sum()).collect()
+    assert_names(info.value, store, key)
 
 
 def test_read_planned_translates(store):

@@ -6,7 +6,9 @@ fragment per file, with its ``partition_expression`` and byte size, so Arrow
 needs no listing and no HEAD request.  Every entry point that takes a filter
 (``filter``, ``scanner``, ``to_table``, ``to_batches``, ``count_rows``,
 ``head``, ``take``, ``get_fragments``) plans again with that filter first, so
-DuckDB, Polars and plain pyarrow all profit from the indices.
+DuckDB, Polars and plain pyarrow all profit from the indices.  The reading
+entry points turn Arrow's errors on missing or damaged files into
+``StoreError`` / ``CorruptMetadataError`` naming the key (``docs/errors.md``).
 """
 
 from __future__ import annotations
