@@ -286,6 +286,7 @@ def test_query_time_travel(store, capsys):
         (["info", "{store}", UUID, "--storage-options", "{bad"], "--storage-options"),
         (["info", "unknown://bucket", UUID], "unknown store scheme"),
         (["gc", "{store}", UUID, "--grace-period", "soon"], "invalid duration"),
+        (["gc", "{store}", UUID, "--grace-period", "0"], "pass force=True"),
         (["compact", "{store}", UUID, "--partitions", "amount > 1"], "partition columns"),
         (["index", "{store}", UUID, "nope"], "not in the data"),
     ],
@@ -344,6 +345,14 @@ def test_gc_deletes_unreferenced_files_only(store, orphan, capsys):
 def test_gc_grace_period_protects_young_files(store, orphan, capsys):
     result = run_json(capsys, "gc", store, UUID, "--grace-period", "3h", "--json")
     assert result["files"] == 0
+
+
+def test_gc_with_no_grace_period_needs_force(store, capsys):
+    young = f"{UUID}/table/country=DE/year=2023/young.parquet"
+    with open(os.path.join(store, young), "wb") as f:
+        f.write(b"an uncommitted file of a crashed writer, just now")
+    result = run_json(capsys, "gc", store, UUID, "--grace-period", "0", "--force", "--json")
+    assert result["keys"] == [young]
 
 
 def test_compact(store, capsys):

@@ -560,5 +560,5 @@ def test_plateau_gc_deletes_files_only_older_snapshots_use(root, pstore):
     assert ka.dataset(root, UUID, version=0).to_table().num_rows == 4
     pl.garbage_collect_dataset(UUID, pstore)
     assert ka.dataset(root, UUID).to_table().num_rows == 2
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ka.StoreError, match="is missing"):
         ka.dataset(root, UUID, version=0).to_table()

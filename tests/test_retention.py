@@ -244,7 +244,8 @@ def test_a_reader_of_an_expired_snapshot_keeps_its_files_for_the_grace_period(st
     assert commit.expire_snapshots(store, "ds", keep_last=1, grace_period=ZERO) == [0, 1, 2]
     assert commit.garbage_collect(store, "ds") == []  # just expired: within gc's grace period
     # the grace period is the protection: without one, gc would delete them now
-    assert len(commit.garbage_collect(store, "ds", grace_period=ZERO, dry_run=True, force=True)) == 6
+    doomed = commit.garbage_collect(store, "ds", grace_period=ZERO, dry_run=True, force=True)
+    assert len(doomed) == 6
     assert old.to_table().num_rows == 2
     assert latest.to_table().column("x").to_pylist() == [2, 2]
     assert len(commit.garbage_collect(store, "ds", now=later())) == 6

@@ -355,7 +355,7 @@ def read_planned(
 #: what Arrow raises when a file is missing, truncated, garbage or not what the
 #: metadata says; IndexError (``take`` out of range) and MemoryError are the
 #: caller's and pass through
-_READ_ERRORS = (OSError, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+READ_ERRORS = (OSError, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
 
 
 @contextlib.contextmanager
@@ -369,7 +369,7 @@ def _reading(dataset_: KartothekDataset) -> Iterator[None]:
         yield
     except KtkError:
         raise
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise read_error(dataset_.store, dataset_.metadata, dataset_.tasks, exc) from exc
 
 
@@ -393,7 +393,7 @@ def read_error(
     a fetch that fails is the store's fault, a decode that fails the file's.
     """
     detail = _scrub(store, f"{type(exc).__name__}: {exc}")
-    hint = planning.check_hint(store, meta.uuid)
+    hint = commit.check_hint(store, meta.uuid)
     where = f"of dataset {meta.uuid!r} (version {meta.version})"
     try:
         task, size, failure = _diagnose(store, meta, tasks, str(exc))
@@ -505,7 +505,7 @@ def _check_row_count(dataset_: KartothekDataset, rows: int) -> None:
         f"dataset {meta.uuid!r} (version {meta.version}) read {rows} rows, but its metadata "
         f"records {sum(r for r in recorded if r is not None)}: "
         f"{'; '.join(wrong[:5]) or 'no file footer disagrees'}; "
-        f"{planning.check_hint(store, meta.uuid)}"
+        f"{commit.check_hint(store, meta.uuid)}"
     )
 
 
@@ -527,7 +527,7 @@ def footer_rows(store: Store, tasks: list[FileTask]) -> list[int | None]:
     def rows(task: FileTask) -> int | None:
         try:
             return int(read_footer(store, task.key).num_rows)
-        except _READ_ERRORS:
+        except READ_ERRORS:
             return None
 
     with ThreadPoolExecutor(max_workers=16) as pool:

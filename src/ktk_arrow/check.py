@@ -34,7 +34,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import arrow, commit, planning
+from . import arrow, commit
 from .errors import CorruptMetadataError, DatasetNotFoundError, KtkError, StoreError
 from .spec import keys
 from .spec.metadata import DatasetMetadata, FileEntry
@@ -426,7 +426,7 @@ class _Checker:
             if isinstance(ref, str) and ref not in self.listed:
                 continue  # reported as missing_file
             try:
-                labels = planning.read_index(self.store, latest, column).labels()
+                labels = commit.read_index(self.store, latest, column).labels()
             except KtkError as exc:
                 self.problem("index_unreadable", key, str(exc))
                 continue

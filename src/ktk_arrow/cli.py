@@ -860,7 +860,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
     grace = parse_duration(args.grace_period)
     label = "gc (dry run)" if args.dry_run else "gc"
     with Progress(label):
-        doomed = commit.garbage_collect(store, args.uuid, grace_period=grace, dry_run=args.dry_run)
+        doomed = commit.garbage_collect(
+            store, args.uuid, grace_period=grace, dry_run=args.dry_run, force=args.force
+        )
     if args.json:
         _print_json({"dry_run": args.dry_run, "files": len(doomed), "keys": doomed})
         return 0
@@ -1315,6 +1317,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep unreferenced files younger than this (in-flight commits); default 1h",
     )
     p.add_argument("--dry-run", action="store_true", help="list, do not delete")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="allow a grace period under 1m (only when no writer is running)",
+    )
     p.set_defaults(func=cmd_gc)
 
     p = dataset_command("expire", "forget old snapshots (time travel to them ends)", as_json)

@@ -42,6 +42,7 @@ from .errors import (
     DatasetExistsError,
     DatasetNotFoundError,
     InvalidArgumentError,
+    KtkError,
     StoreError,
     ViewLagWarning,
 )
@@ -734,15 +735,41 @@ def _new_indices(
     return out
 
 
+def check_hint(store: Store, dataset_uuid: str) -> str:
+    """The advice every damaged-storage error ends with."""
+    return f"run `ktk check {store.url} {dataset_uuid}` to list every damaged object"
+
+
 def read_index(store: Store, meta: DatasetMetadata, column: str) -> spec_index.IndexMap:
-    """The secondary index of ``column`` in state ``meta``."""
+    """The secondary index of ``column`` in state ``meta``.
+
+    A missing index file is a ``StoreError`` (an ``OSError``, as for a missing
+    data file); one that is unreadable, or not an index of the column's type,
+    a ``CorruptMetadataError``.  Both name the key and ``ktk check``.
+    """
     ref = meta.indices.get(column)
     if ref is None:
         raise InvalidArgumentError(f"dataset {meta.uuid!r} has no secondary index on {column!r}")
     value_type = meta.schema.field(column).type if meta.schema is not None else None
-    if isinstance(ref, str):
-        return spec_index.from_parquet(column, store.get(ref), value_type)
-    return spec_index.from_embedded(ref, value_type or pa.string())
+    what = f"index file {ref!r}" if isinstance(ref, str) else "the embedded index"
+    what = f"{what} of column {column!r} of dataset {meta.uuid!r} (version {meta.version})"
+    hint = f"{check_hint(store, meta.uuid)}; `ktk index` rebuilds it"
+    try:
+        if isinstance(ref, str):
+            return spec_index.from_parquet(column, store.get(ref), value_type)
+        return spec_index.from_embedded(ref, value_type or pa.string())
+    except CorruptMetadataError as exc:
+        if isinstance(ref, str) and ref in str(exc):
+            raise
+        raise CorruptMetadataError(f"{what} is damaged: {exc}; {hint}") from exc
+    except KtkError:
+        raise
+    except FileNotFoundError as exc:
+        raise StoreError(f"{what} is missing from {store.url!r}; {hint}") from exc
+    except (pa.ArrowException, ValueError, TypeError, KeyError, IndexError) as exc:
+        raise CorruptMetadataError(
+            f"{what} is damaged ({type(exc).__name__}: {exc}); {hint}"
+        ) from exc
 
 
 def _discard_index_files(store: Store, base: DatasetMetadata | None, lost: DatasetMetadata) -> None:

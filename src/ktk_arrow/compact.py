@@ -24,8 +24,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import arrow, planning
 from . import commit as committer
-from . import planning
 from .commit import Change, Snapshot
 from .errors import InvalidArgumentError
 from .spec import predicates
@@ -145,7 +145,11 @@ def _read_group(store: Store, meta: DatasetMetadata, group: CompactionGroup) -> 
     assert meta.schema is not None
     fs = store.arrow_filesystem()
     for entry in group.files:
-        table = pq.read_table(store.path(entry.key), filesystem=fs)
+        try:
+            table = pq.read_table(store.path(entry.key), filesystem=fs)
+        except arrow.READ_ERRORS as exc:
+            task = planning.FileTask(entry.label, entry.key, entry.size, entry.rows)
+            raise arrow.read_error(store, meta, [task], exc) from exc
         values = meta.partition_values(entry.label)
         for column in meta.partition_keys:
             if column in table.column_names:  # some old writers kept partition columns

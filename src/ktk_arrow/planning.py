@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import commit
-from .errors import CorruptMetadataError, InvalidPredicateError, KtkError, StoreError
+from .errors import InvalidPredicateError
 from .spec import predicates
 from .spec.index import IndexMap
 from .spec.metadata import DatasetMetadata
@@ -166,45 +166,10 @@ def index_loader(store: Store, meta: DatasetMetadata) -> Callable[[str], IndexMa
 
     def load(column: str) -> IndexMap:
         if column not in cache:
-            cache[column] = read_index(store, meta, column)
+            cache[column] = commit.read_index(store, meta, column)
         return cache[column]
 
     return load
-
-
-def read_index(store: Store, meta: DatasetMetadata, column: str) -> IndexMap:
-    """``commit.read_index``, with a missing or damaged index file named in the error.
-
-    Missing: ``StoreError`` (an ``OSError``, as for a missing data file).
-    Unreadable, or not an index of the column's type: ``CorruptMetadataError``.
-    Both name the key and the ``ktk check`` command that lists all damage.
-    """
-    ref = meta.indices.get(column)
-    what = f"index file {ref!r}" if isinstance(ref, str) else "the embedded index"
-    what = f"{what} of column {column!r} of dataset {meta.uuid!r} (version {meta.version})"
-    try:
-        return commit.read_index(store, meta, column)
-    except CorruptMetadataError as exc:
-        if isinstance(ref, str) and ref in str(exc):
-            raise
-        raise CorruptMetadataError(
-            f"{what} is damaged: {exc}; {check_hint(store, meta.uuid)}"
-        ) from exc
-    except KtkError:
-        raise
-    except FileNotFoundError as exc:
-        raise StoreError(
-            f"{what} is missing from {store.url!r}; {check_hint(store, meta.uuid)}"
-        ) from exc
-    except (pa.ArrowException, ValueError, TypeError, KeyError, IndexError) as exc:
-        raise CorruptMetadataError(
-            f"{what} is damaged ({type(exc).__name__}: {exc}); {check_hint(store, meta.uuid)}"
-        ) from exc
-
-
-def check_hint(store: Store, dataset_uuid: str) -> str:
-    """The advice every damaged-storage error ends with."""
-    return f"run `ktk check {store.url} {dataset_uuid}` to list every damaged object"
 
 
 def partition_expression(task: FileTask, schema: pa.Schema) -> pc.Expression:

@@ -112,7 +112,7 @@ def read_frames(
     for group in _groups(narrowed.tasks, dispatch_by, narrowed):
         part = arrow.KartothekDataset(narrowed.store, narrowed.metadata, group)
         # the group is planned already: scan it without planning again
-        table = pa.dataset.FileSystemDataset.to_table(part, columns=columns, filter=row_filter)
+        table = arrow.read_planned(part, columns=columns, filter=row_filter)
         if table.num_rows == 0 and predicates is not None:
             continue
         yield to_pandas(table, categoricals=categoricals, dates_as_object=dates_as_object)

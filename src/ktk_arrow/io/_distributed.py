@@ -106,7 +106,7 @@ class PartReader:
         if part.group_filter is not None:
             row_filter = part.group_filter if row_filter is None else row_filter & part.group_filter
         # the part is planned already: scan it without planning again
-        table = pa.dataset.FileSystemDataset.to_table(dataset_, columns=read, filter=row_filter)
+        table = arrow.read_planned(dataset_, columns=read, filter=row_filter)
         df = frame(
             table,
             categoricals=self.categoricals,
