@@ -441,3 +441,48 @@ def test_gc_never_deletes_files_of_a_write_in_flight_in_this_process(tmp_path, m
     assert result and result[0].version == 1
     assert writers_seen(store) == [0, 0, 1, 1]
     assert not commit.IN_FLIGHT._counts  # released after the commit
+
+
+def test_a_long_write_commits_after_expiry_without_forking_the_log(tmp_path):
+    """A write that read version 0 an hour ago must not re-create an expired version 1."""
+    store = LocalStore(str(tmp_path))
+    ka.write_dataset(frame(0), store, "ds", partition_on=["part"])
+    stale = commit.load_latest(store, "ds")
+    assert stale is not None and stale.version == 0
+    for w in (1, 2, 3):
+        ka.write_dataset(frame(w), store, "ds", mode="append")
+    assert commit.expire_snapshots(store, "ds", keep_last=1, grace_period=ZERO) == [0, 1, 2]
+    import dataclasses
+
+    long_ago = dataclasses.replace(stale, loaded_at=stale.loaded_at - 3600)
+    data = ka.write_dataset(frame(4), store, "scratch", partition_on=["part"])  # files to add
+    entries = list(commit.load(store, "scratch").files.values())
+    assert data.version == 0
+    moved = []
+    for e in entries:  # the same files, under ds
+        key = e.key.replace("scratch/", "ds/", 1)
+        store.put(key, store.get(e.key))
+        moved.append(dataclasses.replace(e, key=key))
+    change = commit.Change("append", add=moved, schema=stale.schema)
+    snap = commit.commit(store, "ds", change, base=long_ago)
+    assert snap.version == 4  # not 1: the stale base was read again
+    assert writers_seen(store) == [3, 3, 4, 4]
+    assert [s.version for s in ka.history(store, "ds")] == [3, 4]
+
+
+def test_a_refused_put_whose_entry_vanished_rebuilds_on_the_newest_state(tmp_path, monkeypatch):
+    store = LocalStore(str(tmp_path))
+    ka.write_dataset(frame(0), store, "ds")
+    real = LocalStore.put_if_absent
+    calls = []
+
+    def refuse_once(self, key, data):
+        calls.append(key)
+        if len(calls) == 1:
+            return False  # as if an entry was there, and expired before we looked
+        return real(self, key, data)
+
+    monkeypatch.setattr(LocalStore, "put_if_absent", refuse_once)
+    assert commit.put_entry(store, keys.log_key("ds", 1), b"{}") is False
+    assert not store.exists(keys.log_key("ds", 1))  # nothing written behind the view
+    assert ka.write_dataset(frame(1), store, "ds", mode="append").version == 1

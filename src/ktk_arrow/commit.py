@@ -151,6 +151,12 @@ def load_latest(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
     writer died before the view was written.
     """
     keys.validate_uuid(dataset_uuid)
+    started = time.monotonic()
+    meta = _load_latest(store, dataset_uuid)
+    return None if meta is None else replace(meta, loaded_at=started)
+
+
+def _load_latest(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
     view = load_view(store, dataset_uuid)
     if view is None:
         return _load_from_log_only(store, dataset_uuid)
@@ -455,6 +461,8 @@ def commit(store: Store, dataset_uuid: str, change: Change, *, base: Any = _UNKN
     ``may_discard(exc)`` says whether the caller may delete the change's files.
     """
     keys.validate_uuid(dataset_uuid)
+    if base is not _UNKNOWN and base is not None and _too_old(base):
+        base = _UNKNOWN
     read_state: DatasetMetadata | None = None
     if change.read_version is not None and change.depends_on is not None:
         if base is not _UNKNOWN and base is not None and base.version == change.read_version:
@@ -502,6 +510,22 @@ def commit(store: Store, dataset_uuid: str, change: Change, *, base: Any = _UNKN
     )
 
 
+#: a base read longer ago is read again before it is committed on (see ``_too_old``)
+BASE_MAX_AGE = 60.0
+
+
+def _too_old(base: DatasetMetadata) -> bool:
+    """Whether ``base`` may predate entries that expiry has deleted since.
+
+    Expiry never deletes an entry committed within its grace period.  A base
+    read less than that ago therefore has no expired successor, and entry
+    ``N+1``, if absent, was never written.  A long write (a Dask job of
+    hours) would otherwise create an ``N+1`` that expiry deleted, behind the
+    view: a fork that readers never see, reported as a success.
+    """
+    return time.monotonic() - base.loaded_at > BASE_MAX_AGE
+
+
 def _enter_base(store: Store, dataset_uuid: str, base: DatasetMetadata | None) -> bool:
     """A state plateau wrote (version 0, or an adopted append) enters the log first.
 
@@ -526,6 +550,7 @@ def put_entry(store: Store, key: str, raw: bytes) -> bool:
     ``CommitInDoubtError``: the outcome is unknown and nothing may be deleted.
     """
     error: BaseException | None = None
+    sent = False  # an earlier attempt failed and may still have been applied
     delay = 0.05
     for attempt in range(PUT_ATTEMPTS):
         if attempt:
@@ -534,16 +559,23 @@ def put_entry(store: Store, key: str, raw: bytes) -> bool:
         try:
             if store.put_if_absent(key, raw):
                 return True
+            refused = True
         except StoreError as exc:
-            error = exc
+            error, refused = exc, False
         try:
             found = store.get_or_none(key)
         except StoreError as exc:
-            error = exc
+            error, sent = exc, True
             continue
         if found is not None:
             return found == raw
-        # refused or failed, yet absent: nothing applied (or expired since); try again
+        if refused and not sent:
+            # another writer's entry was there and is gone (expired since): writing
+            # one now would fork the log behind the view; rebuild on the newest state
+            return False
+        if refused:
+            break  # refused by an entry that vanished, after an attempt of ours failed
+        sent = True  # failed, and absent: not applied (or not yet); try again
     raise CommitInDoubtError(
         f"store {store.url!r} failed while log entry {key!r} was written, and reading it back "
         f"failed too ({error}); the commit may or may not be in: its files are kept "

@@ -152,6 +152,9 @@ class DatasetMetadata:
     #: False when loaded past a missing or lagging view (its writer died before
     #: publishing): the next commit then rewrites ``_common_metadata`` too
     view_current: bool = field(default=True, compare=False)
+    #: ``time.monotonic()`` when this state was read as the latest (0: unknown);
+    #: a commit rebuilds on a fresh read when its base is older than a minute
+    loaded_at: float = field(default=0.0, compare=False)
 
     @property
     def version(self) -> int:
