@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import inspect
 import json
 import os
@@ -247,12 +248,59 @@ class _Translate:
         if isinstance(exc, (InvalidArgumentError, UnsupportedStoreError)):
             return False
         if isinstance(exc, Exception):
-            detail = _scrub(f"{type(exc).__name__}: {exc}", self.store._secrets())
-            raise StoreError(
-                f"store {self.store.url!r} failed on key {self.key!r}: {detail}; check that "
-                "the store is reachable and the credentials in storage_options are valid"
-            ) from exc
+            raise store_error(self.store, self.key, exc) from exc
         return False
+
+
+# errno -> what it means for a key, and what to do about it
+_OS_ERROR_HINTS = {
+    errno.ENAMETOOLONG: (
+        "the filesystem refuses the name: a part of the path is longer than it allows "
+        "(255 bytes per name on most local filesystems)",
+        "use a shorter dataset uuid or shorter partition values, or another store",
+    ),
+    errno.EACCES: (
+        "permission denied",
+        "give this user access to the path (read access to read, write access to write), "
+        "or use credentials that may access it",
+    ),
+    errno.EPERM: (
+        "operation not permitted",
+        "give this user access to the path, or use credentials that may access it",
+    ),
+    errno.EROFS: ("the filesystem is read-only", "write to a writable store"),
+    errno.ENOSPC: ("no space is left on the device", "free space on it, or use another store"),
+    errno.EDQUOT: ("the disk quota is exhausted", "free space, or use another store"),
+    errno.ENOTDIR: (
+        "a file is in the way: a part of the path is a file, not a directory",
+        "move that file away (it is not part of a dataset)",
+    ),
+    errno.EISDIR: (
+        "a directory is in the way where an object is expected",
+        "move that directory away (it is not part of a dataset)",
+    ),
+}
+
+
+def store_error(store: Store, key: str, exc: BaseException) -> StoreError:
+    """The :class:`StoreError` for ``exc``, raised by the backend of ``store`` on ``key``.
+
+    The message names the store, the key, what went wrong and what to do, with
+    every secret of the store's options scrubbed.  Callers outside this module
+    that reach the filesystem directly (writing data files through Arrow) use
+    it so a refused name or a permission problem reads like any other.
+    """
+    detail = _scrub(f"{type(exc).__name__}: {exc}", store._secrets())
+    hint = _OS_ERROR_HINTS.get(getattr(exc, "errno", None) or -1)
+    if hint is None and isinstance(exc, PermissionError):
+        hint = _OS_ERROR_HINTS[errno.EACCES]
+    if hint is not None:
+        what, fix = hint
+        return StoreError(f"store {store.url!r} failed on key {key!r}: {what}; {fix} ({detail})")
+    return StoreError(
+        f"store {store.url!r} failed on key {key!r}: {detail}; check that the store is "
+        "reachable and the credentials in storage_options are valid"
+    )
 
 
 class LocalStore(Store):
@@ -300,9 +348,25 @@ class LocalStore(Store):
             ) from exc
         except NotADirectoryError as exc:
             raise FileNotFoundError(self.path(key)) from exc
+        except FileNotFoundError:
+            raise
+        except OSError as exc:  # permission denied, a name too long, an I/O error
+            raise store_error(self, key, exc) from exc
 
     def exists(self, key: str) -> bool:
         return os.path.isfile(self.path(key))
+
+    def delete(self, key: str) -> None:
+        try:
+            super().delete(key)
+        except StoreError as exc:
+            # a name the filesystem refuses cannot exist, so it is deleted already
+            if getattr(exc.__cause__, "errno", None) != errno.ENAMETOOLONG:
+                raise
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        for key in keys:  # one unlink each: a batch adds nothing on local disk
+            self.delete(key)
 
     def _hidden(self, key: str) -> bool:
         # temp files of in-flight puts are not objects yet
@@ -310,7 +374,15 @@ class LocalStore(Store):
 
     def _write_temp(self, path: str, data: bytes) -> str:
         directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:
+            # a file where a directory of the key must be: never "the key exists"
+            raise StoreError(
+                f"store {self.url!r} cannot create key {self.key_of(path)!r}: a file is in "
+                f"the way of its directory {directory!r}; move that file away (it is not "
+                "part of a dataset)"
+            ) from exc
         tmp = os.path.join(directory, f"{self._TMP_PREFIX}{uuid.uuid4().hex}")
         with open(tmp, "wb") as f:
             f.write(data)
@@ -680,7 +752,18 @@ def resolve_store(
     *,
     single_writer: bool = False,
 ) -> Store:
-    """Turn any store form of DESIGN §1 into a :class:`Store`."""
+    """Turn any store form of DESIGN §1 into a :class:`Store`.
+
+    Besides URLs, ``(fs, root)`` tuples, Stores and factories, this accepts
+    the minimalkv / simplekv store objects kartothek pipelines pass
+    (``minimalkv.get_store_from_url("hfs:///data")``, ``FilesystemStore``,
+    ``S3FSStore``, ``Boto3Store``, ``GoogleCloudStore``,
+    ``AzureBlockBlobStore``, ``PrefixDecorator``): each becomes our native
+    store for the same location and credentials, so commits keep their
+    conditional writes.  One that names no location we can reach (an
+    in-memory ``DictStore``, Redis, a key-transforming decorator) raises
+    :class:`~ktk_arrow.errors.UnsupportedStoreError`.
+    """
     if isinstance(store, Store):
         return store
     if isinstance(store, tuple) and len(store) == 2:
@@ -693,15 +776,21 @@ def resolve_store(
         return _from_filesystem(fs, root, single_writer=single_writer)
     if isinstance(store, (str, os.PathLike)):
         return _from_url(os.fspath(store), storage_options or {}, single_writer=single_writer)
+    if _is_key_value_store(store):
+        return _from_key_value_store(store, storage_options or {}, single_writer)
     if callable(store):
         produced = store()
-        if callable(produced) and not isinstance(produced, (Store, str, tuple)):
+        if (
+            callable(produced)
+            and not isinstance(produced, (Store, str, tuple))
+            and not _is_key_value_store(produced)
+        ):
             raise InvalidArgumentError("a store factory must return a store, not another factory")
         return _adapt_foreign(produced, storage_options, single_writer)
     raise InvalidArgumentError(
         f"cannot use {store!r} as a store; pass a URL such as 's3://bucket/prefix' or "
-        "'/local/path', an (fsspec filesystem, root) tuple, a ktk_arrow Store, or a "
-        "zero-argument callable returning one of these"
+        "'/local/path', an (fsspec filesystem, root) tuple, a ktk_arrow Store, a "
+        "minimalkv store, or a zero-argument callable returning one of these"
     )
 
 
@@ -714,32 +803,185 @@ def _adapt_foreign(obj: Any, storage_options: dict[str, Any] | None, single_writ
             f"a store factory returned a bare {type(obj).__name__}; return an "
             "(fsspec filesystem, root path) tuple so the store knows its root"
         )
-    # minimalkv / simplekv filesystem stores
-    root = getattr(obj, "root", None)
-    if isinstance(root, str) and type(obj).__name__ in {
-        "FilesystemStore",
-        "HFilesystemStore",
-        "WebFilesystemStore",
-    }:
-        return LocalStore(root, single_writer=single_writer)
-    # minimalkv's fsspec-based stores (S3FSStore, GoogleCloudStore, ...): keys live
-    # at f"{_prefix}{key}", so a prefix that is a directory is our root
-    prefix = getattr(obj, "_prefix", None)
-    if isinstance(prefix, str) and (prefix == "" or prefix.endswith("/")):
-        fs = obj._fs  # created lazily by minimalkv, no request yet
-        if isinstance(fs, fsspec.AbstractFileSystem):
-            return _from_filesystem(fs, prefix.rstrip("/"), single_writer=single_writer)
-    # minimalkv's Azure stores keep a connection string and a container
-    conn, container = getattr(obj, "conn_string", None), getattr(obj, "container", None)
-    if isinstance(conn, str) and isinstance(container, str):
-        adlfs = import_optional("adlfs", extra="azure")
-        fs = adlfs.AzureBlobFileSystem(connection_string=conn, use_listings_cache=False)
-        return _azure_store(fs, container, single_writer)
+    if _is_key_value_store(obj):
+        return _from_key_value_store(obj, storage_options or {}, single_writer)
     raise UnsupportedStoreError(
         f"cannot use store object {type(obj).__name__!r}; pass its URL instead (e.g. "
         "'hs3://key:secret@endpoint/bucket', 'hazure://account:key@container', "
         "'hfs:///path', or 's3://bucket/prefix' with storage_options)"
     )
+
+
+# -- minimalkv / simplekv store objects ------------------------------------------
+
+_KV_PACKAGES = frozenset({"minimalkv", "simplekv", "storefact"})
+
+
+def _kv_class_names(obj: Any) -> list[str]:
+    """The class names of ``obj``'s minimalkv / simplekv ancestry, most derived first."""
+    return [
+        cls.__name__ for cls in type(obj).__mro__ if cls.__module__.split(".", 1)[0] in _KV_PACKAGES
+    ]
+
+
+def _is_key_value_store(obj: Any) -> bool:
+    """A minimalkv / simplekv store or decorator (or one of their subclasses)."""
+    if isinstance(obj, (Store, str, tuple, os.PathLike, fsspec.AbstractFileSystem)):
+        return False
+    return bool(_kv_class_names(obj))
+
+
+def _unsupported_kv(obj: Any, why: str) -> UnsupportedStoreError:
+    return UnsupportedStoreError(
+        f"cannot use the {type(obj).__module__}.{type(obj).__name__} store: {why}"
+    )
+
+
+def _from_key_value_store(obj: Any, options: dict[str, Any], single_writer: bool) -> Store:
+    """Our native store for the location a minimalkv / simplekv store object writes to."""
+    names = _kv_class_names(obj)
+    if "PrefixDecorator" in names:
+        prefix = str(obj.prefix)
+        if prefix and not prefix.endswith("/"):
+            raise _unsupported_kv(
+                obj,
+                f"its prefix {prefix!r} does not end in '/', so its keys are not paths "
+                "below a directory; use a prefix ending in '/' (or a URL or store for that "
+                "directory)",
+            )
+        inner = _from_key_value_store(obj._dstore, options, single_writer)
+        sub = prefix.strip("/")
+        if not sub:
+            return inner
+        if isinstance(inner, LocalStore):
+            return LocalStore(os.path.join(inner.root, sub), single_writer=single_writer)
+        return _from_filesystem(inner.fs, _join(inner.root, sub), single_writer=single_writer)
+    if "StoreDecorator" in names:
+        raise _unsupported_kv(
+            obj,
+            "ktk-arrow reads and writes the store's files directly and cannot honour what "
+            "the decorator does to keys or writes; pass the undecorated store (or its URL)",
+        )
+    if "FilesystemStore" in names:
+        return LocalStore(str(obj.root), single_writer=single_writer)
+    if "S3FSStore" in names or "Boto3Store" in names:
+        return _s3_from_key_value_store(obj, names, options, single_writer)
+    if "GoogleCloudStore" in names:
+        gcsfs = _import_gcsfs()
+        from_obj: dict[str, Any] = {}
+        if obj._credentials is not None:
+            from_obj["token"] = obj._credentials
+        if obj.project_name:
+            from_obj["project"] = obj.project_name
+        fs = gcsfs.GCSFileSystem(**_fs_options(from_obj, options))
+        return _gcs_store(fs, str(obj.bucket_name), single_writer)
+    if "AzureBlockBlobStore" in names:
+        if not obj.conn_string or not obj.container:
+            raise _unsupported_kv(obj, "it has no connection string or no container")
+        adlfs = import_optional("adlfs", extra="azure")
+        fs = adlfs.AzureBlobFileSystem(
+            **_fs_options({"connection_string": obj.conn_string}, options)
+        )
+        return _azure_store(fs, str(obj.container), single_writer)
+    if "FSSpecStore" in names:
+        prefix = str(obj._prefix)
+        if prefix and not prefix.endswith("/"):
+            raise _unsupported_kv(
+                obj, f"its prefix {prefix!r} does not end in '/'; use a prefix ending in '/'"
+            )
+        # the filesystem it would create (no request is made), not the lazy ._fs,
+        # which checks and creates the prefix
+        fs = obj._custom_fs if obj._custom_fs is not None else obj._create_filesystem()
+        return _from_filesystem(fs, prefix.rstrip("/"), single_writer=single_writer)
+    if any(n in names for n in ("DictStore", "MemcacheStore", "RedisStore")):
+        raise _unsupported_kv(
+            obj,
+            "it keeps its data in this process or a key-value server, where Arrow cannot "
+            "read it and no conditional write exists; use a directory, an object store, or "
+            "'memory://name' (ktk_arrow's in-process store) for tests",
+        )
+    raise _unsupported_kv(
+        obj,
+        "ktk-arrow does not know where it keeps its data; pass the store's URL instead "
+        "(e.g. 'hfs:///path', 'hs3://key:secret@endpoint/bucket', "
+        "'hazure://account:key@container', or 's3://bucket/prefix' with storage_options)",
+    )
+
+
+def _s3_from_key_value_store(
+    obj: Any, names: list[str], options: dict[str, Any], single_writer: bool
+) -> Store:
+    """minimalkv's ``S3FSStore`` (``s3://`` / ``hs3://`` URLs) and ``Boto3Store``."""
+    bucket = str(obj.bucket.name)
+    prefix = str(obj.object_prefix if "S3FSStore" in names else obj._object_prefix)
+    if prefix and not prefix.endswith("/"):
+        raise _unsupported_kv(
+            obj,
+            f"its object_prefix {prefix!r} does not end in '/', so its keys are not paths "
+            "below a directory; use an object_prefix ending in '/'",
+        )
+    root = _join(bucket, prefix.strip("/"))
+    if "S3FSStore" in names and getattr(obj, "_custom_fs", None) is not None:
+        return _s3_store(obj._custom_fs, root, single_writer)
+    if "S3FSStore" in names and getattr(obj, "_is_sts_credentials", False):
+        # refreshable assumed-role credentials live in minimalkv's session: use its s3fs
+        return _s3_store(obj._create_filesystem(), root, single_writer)
+    client = obj.bucket.meta.client
+    from_obj: dict[str, Any] = {}
+    client_kwargs: dict[str, Any] = {}
+    if "S3FSStore" in names:
+        creds = obj.credentials
+        key, secret, token = (
+            (creds.access_key_id, creds.secret_access_key, creds.session_token)
+            if creds is not None
+            else (None, None, None)
+        )
+        region = obj.region_name
+        if not obj.verify:
+            client_kwargs["verify"] = False
+    else:  # Boto3Store: the credentials of the bucket's boto3 client
+        key, secret, token = _boto3_static_credentials(client)
+        region = client.meta.region_name
+    if key and secret:
+        from_obj.update(key=key, secret=secret)
+        if token:
+            from_obj["token"] = token
+    endpoint = client.meta.endpoint_url
+    if endpoint and not _is_aws_endpoint(endpoint):
+        client_kwargs["endpoint_url"] = endpoint
+        region = region or client.meta.region_name
+    if region:
+        client_kwargs["region_name"] = region
+    if client_kwargs:
+        from_obj["client_kwargs"] = client_kwargs
+    s3fs = import_optional("s3fs", extra="s3")
+    fs = s3fs.S3FileSystem(**_fs_options(from_obj, options))
+    return _s3_store(fs, root, single_writer)
+
+
+def _is_aws_endpoint(url: str) -> bool:
+    """boto3 always reports an endpoint; AWS's own needs none (s3fs finds the region)."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host.endswith(".amazonaws.com") or host.endswith(".amazonaws.com.cn")
+
+
+def _boto3_static_credentials(client: Any) -> tuple[str | None, str | None, str | None]:
+    """Explicit or static credentials of a boto3 client, else none (s3fs's own chain).
+
+    Refreshable credentials (assumed roles, SSO, instance profiles) are not
+    frozen into the store: s3fs finds them through the same default chain.
+    """
+    signer = getattr(client, "_request_signer", None)
+    creds = getattr(signer, "_credentials", None)
+    if creds is None or getattr(creds, "method", None) not in (
+        "explicit",
+        "env",
+        "shared-credentials-file",
+        "config-file",
+    ):
+        return None, None, None
+    frozen = creds.get_frozen_credentials()
+    return frozen.access_key, frozen.secret_key, frozen.token
 
 
 def _from_url(url: str, storage_options: dict[str, Any], *, single_writer: bool) -> Store:
