@@ -3,6 +3,12 @@
 Every error a user can cause or meet derives from :class:`KtkError`, so a
 pipeline can catch one type.  Messages name the offending value and the fix;
 none may contain a secret from ``storage_options`` (see :func:`redact`).
+
+Each class also derives from the builtin exceptions kartothek/plateau raised
+in the same case, so ``except RuntimeError`` / ``except KeyError`` / ... in a
+pipeline written for them keeps working after the one-import switch
+(``docs/errors.md`` lists the pairs; ``tests/test_kartothek_errors.py`` runs
+each failing call through plateau and through ktk-arrow).
 """
 
 from __future__ import annotations
@@ -14,17 +20,35 @@ from typing import Any
 class KtkError(Exception):
     """Base class of every ktk-arrow error."""
 
+    def __str__(self) -> str:
+        # KeyError (a base of some subclasses, for kartothek compatibility) would
+        # print the message as a repr in quotes; OSError formats errno and filename
+        if isinstance(self, OSError):
+            return OSError.__str__(self)
+        return Exception.__str__(self)
 
-class InvalidArgumentError(KtkError, ValueError):
-    """An argument is invalid: unknown column, bad uuid, bad mode, empty input."""
+
+class InvalidArgumentError(KtkError, ValueError, TypeError, RuntimeError):
+    """An argument is invalid: unknown column, bad uuid, bad mode, empty input.
+
+    Also a ``TypeError`` and a ``RuntimeError``: kartothek raised those for
+    some invalid arguments (an index on a missing column, a ``dispatch_by``
+    that is not indexed, a store of the wrong type).
+    """
 
 
-class DatasetNotFoundError(KtkError, FileNotFoundError):
-    """The dataset (or the requested version of it) does not exist."""
+class DatasetNotFoundError(KtkError, FileNotFoundError, KeyError):
+    """The dataset (or the requested version of it) does not exist.
+
+    Also a ``KeyError``, as kartothek raised for a missing dataset.
+    """
 
 
-class DatasetExistsError(KtkError, FileExistsError):
-    """A dataset was to be created, but one with that uuid already exists."""
+class DatasetExistsError(KtkError, FileExistsError, RuntimeError):
+    """A dataset was to be created, but one with that uuid already exists.
+
+    Also a ``RuntimeError``, as kartothek raised in this case.
+    """
 
 
 class CommitConflictError(KtkError):
@@ -35,16 +59,28 @@ class SchemaMismatchError(KtkError, ValueError):
     """New data does not match the dataset's schema."""
 
 
-class InvalidPredicateError(InvalidArgumentError):
-    """A predicate is malformed, names an unknown column, or has a value of the wrong type."""
+class InvalidPredicateError(InvalidArgumentError, KeyError, NotImplementedError):
+    """A predicate is malformed, names an unknown column, or has a value of the wrong type.
+
+    Also a ``KeyError`` (kartothek's error for an unknown column) and a
+    ``NotImplementedError`` (its error for an unknown operator), besides the
+    ``ValueError`` / ``TypeError`` of :class:`InvalidArgumentError`.
+    """
 
 
-class UnsupportedStoreError(KtkError):
-    """The store URL or filesystem cannot be used (unknown scheme, no conditional writes)."""
+class UnsupportedStoreError(KtkError, ValueError):
+    """The store URL or filesystem cannot be used (unknown scheme, no conditional writes).
+
+    Also a ``ValueError``, as kartothek raised for an unknown store scheme.
+    """
 
 
-class StoreError(KtkError, OSError):
-    """The store failed or was unreachable; the backend error is chained as ``__cause__``."""
+class StoreError(KtkError, OSError, KeyError):
+    """The store failed or was unreachable; the backend error is chained as ``__cause__``.
+
+    Also a ``KeyError``, as kartothek raised for a data or index file missing
+    from the store.
+    """
 
 
 class CommitInDoubtError(StoreError):
@@ -55,8 +91,12 @@ class CommitInDoubtError(StoreError):
     """
 
 
-class CorruptMetadataError(KtkError):
-    """Stored metadata cannot be parsed or contradicts itself."""
+class CorruptMetadataError(KtkError, ValueError):
+    """Stored metadata cannot be parsed or contradicts itself.
+
+    Also a ``ValueError``, as kartothek raised for unparsable metadata
+    (``json.JSONDecodeError``) and undecodable parquet (``ArrowInvalid``).
+    """
 
 
 class ViewLagWarning(UserWarning):
