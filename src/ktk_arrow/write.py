@@ -9,6 +9,7 @@ files written so far are deleted again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import uuid as uuidlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -63,6 +64,7 @@ def write_dataset(
     timestamp_unit: TimestampUnit = "us",
     metadata: Mapping[str, Any] | None = None,
     allow_empty: bool = False,
+    table: str | None = None,
 ) -> Snapshot:
     """Write ``data`` as a kartothek dataset and commit it as one snapshot.
 
@@ -70,7 +72,15 @@ def write_dataset(
     (creating the dataset if needed); ``"overwrite"`` replaces the whole
     dataset, or only the partitions matched by ``delete_scope``.
     ``allow_empty`` makes empty input to an existing dataset a no-op
-    (kartothek's update semantics) instead of an error.
+    (kartothek's update semantics) instead of an error.  ``table`` names the
+    table of a new dataset (kartothek's ``table_name``, default ``"table"``);
+    an existing dataset keeps its own.
+
+    ``data`` is a Table, RecordBatch(Reader), DataFrame, anything exporting
+    ``__arrow_c_stream__`` (Polars, DuckDB, nanoarrow, ...), a Polars
+    LazyFrame (collected in streaming batches), or an iterable (also nested)
+    of these.  Empty input with a known schema creates a dataset that stores
+    it; without partition keys as one file without rows (as plateau does).
     """
     prepared = prepare_write(
         resolve_store(store, storage_options),
@@ -83,11 +93,14 @@ def write_dataset(
         max_rows_per_file=max_rows_per_file,
         row_group_size=row_group_size,
         timestamp_unit=timestamp_unit,
+        table=table,
     )
     writer = prepared.writer_spec().open()
     try:
-        for table in iter_tables(data):
-            writer.write(table)
+        for part in iter_tables(data):
+            writer.write(part)
+        if prepared.needs_empty_file(writer.entries, writer.schema):
+            writer.write_empty()
         return prepared.commit(
             writer.entries,
             writer.index_delta,
@@ -115,6 +128,7 @@ def prepare_write(
     max_rows_per_file: int | None = None,
     row_group_size: int | None = None,
     timestamp_unit: TimestampUnit = "us",
+    table: str | None = None,
 ) -> PreparedWrite:
     """Validate a write against the dataset's latest state, before any file is written.
 
@@ -122,6 +136,8 @@ def prepare_write(
     can write in parallel) and commits what they wrote as one snapshot.
     """
     keys.validate_uuid(dataset_uuid)
+    if table is not None:
+        keys.validate_table(table)
     if mode not in MODES:
         raise InvalidArgumentError(f"mode must be one of {MODES}, got {mode!r}")
     if timestamp_unit not in ("us", "ns"):
@@ -144,7 +160,7 @@ def prepare_write(
             "or mode='overwrite', or pick another dataset_uuid"
         )
     plan = _plan_write(
-        base, partition_on, secondary_indices, mode, delete_scope, schema, timestamp_unit
+        base, partition_on, secondary_indices, mode, delete_scope, schema, timestamp_unit, table
     )
     return PreparedWrite(
         store=store,
@@ -194,6 +210,21 @@ class PreparedWrite:
     schema_given: bool
     row_group_size: int
     max_rows_per_file: int
+
+    def needs_empty_file(self, entries: Sequence[FileEntry], schema: pa.Schema | None) -> bool:
+        """Whether this write must store a file without rows (plateau's empty partition).
+
+        plateau stores empty input of an unpartitioned dataset it creates (or
+        replaces) as one file without rows; readers then get one typed empty
+        DataFrame.  With partition keys it stores no file, and neither do we.
+        """
+        defines = self.base is None or (self.mode == "overwrite" and self.delete_scope is None)
+        return (
+            defines
+            and not entries
+            and not self.plan.partition_keys
+            and (schema is not None or self.plan.schema is not None)
+        )
 
     def writer_spec(self, name_prefix: str = "") -> WriterSpec:
         """A spec for writers of this write; ``name_prefix`` starts every file name."""
@@ -254,6 +285,8 @@ class WritePlan:
     unit: TimestampUnit
     base_version: int | None
     scope: list[dict[str, Any]] | None = None
+    #: the table directory ``<uuid>/<table>/`` the data files go to
+    table: str = keys.TABLE
 
 
 def _as_list(value: Sequence[str] | str | None, name: str) -> list[str] | None:
@@ -277,7 +310,22 @@ def _plan_write(
     delete_scope: Sequence[Mapping[str, Any]] | None,
     schema: pa.Schema | None,
     unit: TimestampUnit,
+    table: str | None = None,
 ) -> WritePlan:
+    if base is not None:
+        if table is not None and table != base.table:
+            raise InvalidArgumentError(
+                f"table_name={table!r}, but dataset {base.uuid!r} has the table {base.table!r}; "
+                "omit table_name (or pass the dataset's), or delete the dataset first"
+            )
+        table = base.table
+    elif table is None:
+        table = keys.TABLE
+    elif table != keys.TABLE and not _CHANGE_HAS_TABLE:
+        raise InvalidArgumentError(
+            f"table_name={table!r}: this ktk-arrow's committer cannot name a new dataset's "
+            "table yet; use the default 'table'"
+        )
     partition_list = _as_list(partition_on, "partition_on")
     index_list = _as_list(secondary_indices, "secondary_indices") or []
     replace_all = mode == "overwrite" and delete_scope is None
@@ -323,6 +371,7 @@ def _plan_write(
         unit=unit,
         base_version=None if base is None else base.version,
         scope=scope,
+        table=table,
     )
 
 
@@ -409,6 +458,11 @@ class FileWriter:
         check_column_names(table.column_names)
         table = _drop_pandas_index(table)
         if self.schema is None:
+            if not table.num_columns:
+                raise InvalidArgumentError(
+                    "the data has no columns (e.g. pd.DataFrame()); a dataset needs at least "
+                    "one column: pass data with columns, or schema= to create an empty dataset"
+                )
             self.schema = normalize_schema(_strip_metadata(table.schema), self.plan.unit)
             _check_columns_exist(self.schema, self.plan.partition_keys, "partition_on")
             _check_columns_exist(self.schema, self.plan.indices, "secondary_indices")
@@ -457,7 +511,7 @@ class FileWriter:
         directory = keys.partition_directory(self.plan.partition_keys, raw_values)
         name = self.name_prefix + uuidlib.uuid4().hex
         label = f"{directory}/{name}" if directory else name
-        key = keys.data_key(self.dataset_uuid, label)
+        key = keys.data_key(self.dataset_uuid, label, self.plan.table)
         data = rows.select([n for n in rows.column_names if n not in self.plan.partition_keys])
         data = data.cast(data_schema(self.schema, self.plan.partition_keys))
         self._ensure_dir(self.store.path(key))
@@ -465,6 +519,13 @@ class FileWriter:
         self._protected.append(key)
         self.entries.append(FileEntry(label, key, None, data.num_rows))
         return _FileJob(label, key, rows, data, len(self.entries) - 1)
+
+    def write_empty(self) -> None:
+        """Write one file without rows (unpartitioned datasets only): it stores the schema."""
+        assert self.schema is not None and not self.plan.partition_keys
+        job = self._prepare_file([], self.schema.empty_table())
+        size = self._write_file(job)
+        self.entries[job.position] = FileEntry(job.label, job.key, size, 0, file_stats(job.data))
 
     def _write_file(self, job: _FileJob) -> int:
         """Write one parquet file; returns its size in bytes."""
@@ -519,17 +580,20 @@ def _change(
     metadata: Mapping[str, Any] | None,
 ) -> Change:
     if mode == "overwrite" and plan.scope is None:
-        return Change(
-            operation="overwrite",
-            add=list(entries),
-            remove=lambda state: list(state.files),
-            index_delta=index_delta,
-            schema=schema,
-            partition_keys=plan.partition_keys,
-            user_metadata=metadata,
-            create=base is None,
-            read_version=plan.base_version,
-            depends_on=lambda state: list(state.files),
+        return _with_table(
+            Change(
+                operation="overwrite",
+                add=list(entries),
+                remove=lambda state: list(state.files),
+                index_delta=index_delta,
+                schema=schema,
+                partition_keys=plan.partition_keys,
+                user_metadata=metadata,
+                create=base is None,
+                read_version=plan.base_version,
+                depends_on=lambda state: list(state.files),
+            ),
+            plan,
         )
     if plan.scope is not None:
         scope = plan.scope
@@ -537,28 +601,44 @@ def _change(
         def matched(state: DatasetMetadata) -> list[str]:
             return sorted(scope_labels(state, scope, store))
 
-        return Change(
-            operation="delete_scope" if not entries else "overwrite_partitions",
+        return _with_table(
+            Change(
+                operation="delete_scope" if not entries else "overwrite_partitions",
+                add=list(entries),
+                remove=matched,
+                index_delta=index_delta,
+                schema=schema,
+                partition_keys=plan.partition_keys,
+                user_metadata=metadata,
+                create=base is None,
+                read_version=plan.base_version,
+                depends_on=matched,
+            ),
+            plan,
+        )
+    return _with_table(
+        Change(
+            operation="create" if base is None else "append",
             add=list(entries),
-            remove=matched,
             index_delta=index_delta,
             schema=schema,
             partition_keys=plan.partition_keys,
             user_metadata=metadata,
             create=base is None,
-            read_version=plan.base_version,
-            depends_on=matched,
-        )
-    return Change(
-        operation="create" if base is None else "append",
-        add=list(entries),
-        index_delta=index_delta,
-        schema=schema,
-        partition_keys=plan.partition_keys,
-        user_metadata=metadata,
-        create=base is None,
-        exclusive=mode == "create",
+            exclusive=mode == "create",
+        ),
+        plan,
     )
+
+
+#: whether the committer takes a new dataset's table name (``Change.table``)
+_CHANGE_HAS_TABLE = "table" in {f.name for f in dataclasses.fields(Change)}
+
+
+def _with_table(change: Change, plan: WritePlan) -> Change:
+    if plan.table == keys.TABLE:
+        return change
+    return dataclasses.replace(change, table=plan.table)  # type: ignore[call-arg,unused-ignore]
 
 
 def scope_labels(
@@ -654,31 +734,82 @@ def _drop_pandas_index(table: pa.Table) -> pa.Table:
 
 
 def iter_tables(data: DataLike) -> Iterator[pa.Table]:
-    """Stream any supported input as Arrow tables, without materialising it whole."""
+    """Stream any supported input as Arrow tables, without materialising it whole.
+
+    Tables, RecordBatches, DataFrames; RecordBatchReaders and anything else
+    exporting an Arrow C stream (``__arrow_c_stream__``: Polars DataFrames,
+    DuckDB relations, nanoarrow, ...) batch by batch; Polars LazyFrames in
+    streaming batches; iterables (lists nest) of any of these.
+    """
     if data is None:
         raise InvalidArgumentError("data is None; pass a pyarrow Table, DataFrame or an iterable")
     if isinstance(data, (pa.Table, pa.RecordBatch, pd.DataFrame)):
         yield _to_table(data)
         return
-    if isinstance(data, pa.RecordBatchReader):
-        for batch in data:
-            yield pa.Table.from_batches([batch])
-        return
     if isinstance(data, Mapping):
         raise InvalidArgumentError(
             "data is a dict; pass a pyarrow Table or DataFrame (e.g. pd.DataFrame(data))"
         )
+    streamed = _stream(data)
+    if streamed is not None:
+        yield from streamed
+        return
     if isinstance(data, Iterable) and not isinstance(data, (str, bytes)):
         for item in data:
-            if isinstance(item, pa.RecordBatchReader):
+            if isinstance(item, (list, tuple)) or _stream(item, probe=True) is not None:
                 yield from iter_tables(item)
             else:
                 yield _to_table(item)
         return
     raise InvalidArgumentError(
         f"cannot write data of type {type(data).__name__}; pass a pyarrow Table, "
-        "RecordBatchReader, pandas DataFrame, or an iterable of these"
+        "RecordBatchReader, pandas DataFrame, an object exporting __arrow_c_stream__ "
+        "(Polars, DuckDB, ...), or an iterable of these"
     )
+
+
+def _stream(data: Any, *, probe: bool = False) -> Iterator[pa.Table] | None:
+    """The tables of a streaming input (a reader, a C stream, a LazyFrame), else ``None``.
+
+    With ``probe`` only tells (a non-``None`` result) whether ``data`` streams.
+    """
+    if isinstance(data, (pa.Table, pa.RecordBatch, pd.DataFrame)):
+        return None
+    if isinstance(data, pa.RecordBatchReader):
+        return iter(()) if probe else _batches(data)
+    if _is_polars_lazyframe(data):
+        return iter(()) if probe else _lazyframe_tables(data)
+    if hasattr(data, "__arrow_c_stream__"):
+        if probe:
+            return iter(())
+        try:
+            reader = pa.RecordBatchReader.from_stream(data)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
+            raise InvalidArgumentError(
+                f"cannot write a {type(data).__name__}: its Arrow stream is not a table "
+                f"({exc}); pass a table-like object (e.g. a DataFrame, not a Series)"
+            ) from exc
+        return _batches(reader)
+    return None
+
+
+def _batches(reader: pa.RecordBatchReader) -> Iterator[pa.Table]:
+    for batch in reader:
+        yield pa.Table.from_batches([batch])
+
+
+def _is_polars_lazyframe(data: Any) -> bool:
+    cls = type(data)
+    return cls.__name__ == "LazyFrame" and cls.__module__.split(".")[0] == "polars"
+
+
+def _lazyframe_tables(lf: Any) -> Iterator[pa.Table]:
+    """A Polars LazyFrame, collected in streaming batches where Polars can."""
+    if hasattr(lf, "collect_batches"):
+        for frame in lf.collect_batches():
+            yield from iter_tables(frame)
+        return
+    yield from iter_tables(lf.collect(engine="streaming"))
 
 
 def _to_table(item: Any) -> pa.Table:
@@ -692,9 +823,17 @@ def _to_table(item: Any) -> pa.Table:
             return pa.Table.from_pandas(item, preserve_index=False)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise SchemaMismatchError(f"DataFrame cannot be converted to Arrow: {exc}") from exc
+    if hasattr(item, "__arrow_c_array__"):
+        try:
+            return pa.Table.from_batches([pa.record_batch(item)])
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
+            raise InvalidArgumentError(
+                f"cannot write an item of type {type(item).__name__}: its Arrow array is not "
+                f"a record batch ({exc})"
+            ) from exc
     raise InvalidArgumentError(
         f"cannot write an item of type {type(item).__name__}; items must be pyarrow Tables, "
-        "RecordBatches or pandas DataFrames"
+        "RecordBatches, pandas DataFrames or objects exporting __arrow_c_stream__"
     )
 
 

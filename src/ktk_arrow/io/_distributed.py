@@ -42,7 +42,7 @@ from ..spec import keys
 from ..spec.metadata import DatasetMetadata, FileEntry
 from ..storage import Store
 from . import _common
-from .iter import iter_frames
+from .eager import frames
 
 dask = import_optional("dask", extra="dask")
 dask_delayed = import_optional("dask.delayed", extra="dask")
@@ -159,33 +159,26 @@ def plan_read(
     dispatch_by: Sequence[str] | None = None,
     index_on: str | None = None,
     factory: Any = None,
-    table: str = "table",
+    table: str | None = None,
 ) -> ReadPlan:
-    """Open the dataset, prune its files, group them into parts and build the meta."""
-    if table != "table":
-        raise InvalidArgumentError(
-            f"table={table!r}: kartothek v4 datasets have one table named 'table'"
-        )
+    """Open the dataset (planned once, with the predicates), group its files into parts
+    and build the meta."""
     if dataset_uuid is None:
-        raise InvalidArgumentError("dataset_uuid is required")
-    if isinstance(dispatch_by, str):
-        dispatch_by = [dispatch_by]
+        raise InvalidArgumentError("dataset_uuid is required: pass the uuid of the dataset to read")
     resolved = _common.store_of(store, factory)
     ds = _common.open_dataset(resolved, dataset_uuid, predicates)
-    cols = _common.column_list(columns)
+    _common.check_table(ds, table)
+    cols = _common.column_list(columns, ds.metadata.table)
     _common.check_columns(ds, cols, "columns")
     cats = list(categoricals or [])
     _common.check_columns(ds, cats, "categoricals")
     if cols is None:
         cols = list(ds.schema.names)
-    narrowed = ds._narrowed(predicates) if predicates is not None else ds
-    row_filter = narrowed._arrow_filter(predicates) if predicates is not None else None
-    group_by = [index_on] if index_on is not None else list(dispatch_by or [])
-    if group_by:
-        parts = _group_parts(narrowed, group_by)
-    else:
-        tasks = sorted(narrowed.tasks, key=lambda t: t.label)
-        parts = [ReadPart(_slim(narrowed.metadata, [t]), (t,)) for t in tasks]
+    group_by = [index_on] if index_on is not None else _common.dispatch_columns(dispatch_by)
+    parts = [
+        ReadPart(_slim(ds.metadata, g.tasks), g.tasks, g.row_filter, g.values)
+        for g in _common.group_tasks(ds, group_by)
+    ]
     categories = _index_categories(ds, cats)
     divisions = None
     if index_on is None:
@@ -196,14 +189,14 @@ def plan_read(
         meta = _meta(ds, [*cols, index_on], cats, dates_as_object, categories)
         meta = meta.set_index(index_on)
         divisions = _divisions(ds, index_on, parts, dates_as_object)
-    dtypes = _nullable_integers(narrowed, [t for p in parts for t in p.tasks])
+    dtypes = _nullable_integers(ds, [t for p in parts for t in p.tasks])
     for name, dtype in dtypes.items():
         if name in meta.columns:
             meta[name] = meta[name].astype(dtype)
     reader = PartReader(
         resolved,
         cols,
-        row_filter=row_filter,
+        row_filter=_common.row_filter(ds),
         categoricals=cats,
         dates_as_object=dates_as_object,
         categories=categories,
@@ -247,63 +240,8 @@ def _slim(meta: DatasetMetadata, tasks: Sequence[FileTask]) -> DatasetMetadata:
     )
 
 
-def _sort_key(values: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple((v is None, v if v is not None else 0) for v in values)
-
-
-def _group_parts(ds: arrow.KartothekDataset, group_by: list[str]) -> list[ReadPart]:
-    """One part per distinct combination of ``group_by`` values (plateau's ``dispatch_by``).
-
-    Partition keys group whole files; for secondary-index columns a file joins
-    every group whose value it holds (per the index) and the part keeps only
-    that value's rows.  Rows with a null in an indexed column belong to no
-    group, as in plateau (nulls are not indexed).
-    """
-    meta = ds.metadata
-    unknown = [c for c in group_by if c not in meta.partition_keys and c not in meta.indices]
-    if unknown:
-        raise InvalidArgumentError(
-            f"cannot dispatch by columns {unknown}: only partition keys "
-            f"{list(meta.partition_keys)} and indexed columns {sorted(meta.indices)} can be used"
-        )
-    by_label = {t.label: t for t in ds.tasks}
-    value_sets: dict[str, dict[str, list[Any]]] = {}
-    for column in group_by:
-        if column in meta.partition_keys:
-            continue
-        per_label: dict[str, list[Any]] = {}
-        for value, labels in commit.read_index(ds.store, meta, column).items():
-            for label in labels:
-                if label in by_label:
-                    per_label.setdefault(label, []).append(value)
-        value_sets[column] = per_label
-    groups: dict[tuple[Any, ...], list[FileTask]] = {}
-    for label in sorted(by_label):
-        task = by_label[label]
-        combos: list[tuple[Any, ...]] = [()]
-        for column in group_by:
-            if column in meta.partition_keys:
-                options = [task.partition_values.get(column)]
-            else:
-                options = value_sets[column].get(label, [])
-            combos = [(*c, v) for c in combos for v in options]
-        for combo in combos:
-            groups.setdefault(combo, []).append(task)
-    parts = []
-    for combo in sorted(groups, key=_sort_key):
-        tasks = groups[combo]
-        expr: pc.Expression | None = None
-        for column, value in zip(group_by, combo, strict=True):
-            if column in meta.partition_keys:
-                continue  # whole files: nothing to filter
-            term = pc.field(column) == pa.scalar(value, type=_plain(ds.schema.field(column).type))
-            expr = term if expr is None else expr & term
-        parts.append(ReadPart(_slim(meta, tasks), tuple(tasks), expr, combo))
-    return parts
-
-
 def _plain(t: pa.DataType) -> pa.DataType:
-    return t.value_type if pa.types.is_dictionary(t) else t
+    return _common.plain_type(t)
 
 
 def _index_categories(
@@ -412,10 +350,10 @@ def write_parts(items: list[Any], task: PartTask) -> list[PartResult]:
 
 
 def _part_tables(data: Any, task: PartTask) -> Iterator[Any]:
-    for item in iter_frames(data):
+    for item in frames(data):
         if isinstance(item, pd.DataFrame):
             if task.sort_partitions_by:
-                item = sort_frame(item, task.sort_partitions_by)
+                item = _common.sort_frame(item, task.sort_partitions_by)
             if BUCKET_COLUMN in item.columns:
                 for _, group in item.groupby(BUCKET_COLUMN, sort=True, observed=True):
                     yield from write.iter_tables(group.drop(columns=BUCKET_COLUMN))
@@ -423,23 +361,6 @@ def _part_tables(data: Any, task: PartTask) -> Iterator[Any]:
         elif task.sort_partitions_by:
             raise InvalidArgumentError("sort_partitions_by needs pandas DataFrames as input")
         yield from write.iter_tables(item)
-
-
-def sort_frame(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """Sort by ``columns``; categoricals by their values, not their category order (plateau)."""
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise InvalidArgumentError(
-            f"sort_partitions_by names columns {missing} that are not in the data; "
-            f"columns are {list(df.columns)}"
-        )
-
-    def key(column: pd.Series) -> pd.Series:
-        if isinstance(column.dtype, pd.CategoricalDtype):
-            return column.astype(column.dtype.categories.dtype)
-        return column
-
-    return df.sort_values(list(columns), kind="stable", key=key).reset_index(drop=True)
 
 
 def _portable(exc: Exception) -> Exception:
@@ -489,6 +410,15 @@ class DistributedWrite:
                 for column, index in r.index_delta.items():
                     known = delta.get(column)
                     delta[column] = index if known is None else spec_index.merge(known, index)
+            if self.prepared.needs_empty_file(written, schema):
+                # plateau's one empty partition: written here, as no task wrote a file
+                writer = self.prepared.writer_spec(name_prefix=f"{self.write_id}-").open()
+                if schema is not None:
+                    writer.schema = schema
+                writer.write_empty()
+                writer.release()
+                written = [*written, *writer.entries]
+                commit.IN_FLIGHT.add(store, [e.key for e in writer.entries])
             snap = self.prepared.commit(
                 written, delta, schema, metadata=self.metadata, allow_empty=self.allow_empty
             )
@@ -503,7 +433,7 @@ class DistributedWrite:
     def delete_orphans(self) -> None:
         """Delete every file of this write (after a failure that lost the tasks' results)."""
         store = self.prepared.store
-        prefix = keys.table_prefix(self.prepared.dataset_uuid) + "/"
+        prefix = keys.table_prefix(self.prepared.dataset_uuid, self.prepared.plan.table) + "/"
         with contextlib.suppress(KtkError, OSError):
             doomed = [
                 info.key
@@ -567,8 +497,16 @@ def prepare(
     delete_scope: Sequence[Mapping[str, Any]] | None = None,
     metadata: Mapping[str, Any] | None = None,
     allow_empty: bool = False,
+    table: str | None = None,
 ) -> DistributedWrite:
-    """Validate a write on the driver, before any task runs."""
+    """Validate a write on the driver, before any task runs.
+
+    ``table``: a new dataset's table (``None``: the dataset's, or ``"table"``).
+    """
+    if dataset_uuid is None:
+        raise InvalidArgumentError(
+            "dataset_uuid is required: pass the uuid of the dataset to change"
+        )
     prepared = write.prepare_write(
         _common.store_of(store),
         dataset_uuid,
@@ -576,6 +514,7 @@ def prepare(
         secondary_indices=secondary_indices,
         mode=mode,
         delete_scope=delete_scope,
+        table=table,
     )
     return DistributedWrite(prepared, uuidlib.uuid4().hex[:16], metadata, allow_empty)
 

@@ -6,13 +6,15 @@ one import.  Every write is one atomic, concurrent-safe commit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import uuid as uuidlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
-from .. import commit, write
+from .. import arrow, commit, write
 from ..errors import InvalidArgumentError
 from ..spec.metadata import DatasetMetadata
 from ..storage import StoreLike
@@ -38,15 +40,23 @@ def read_table(
     dates_as_object: bool = True,
     predicates: Any = None,
     factory: Any = None,
+    table: str | None = None,
 ) -> pd.DataFrame:
-    """The whole dataset (or the rows matching ``predicates``) as one DataFrame."""
+    """The whole dataset (or the rows matching ``predicates``) as one DataFrame.
+
+    The files are planned once, with the predicates, and read as planned.
+    """
     resolved = _common.store_of(store, factory)
     ds = _common.open_dataset(resolved, _uuid(dataset_uuid), predicates)
-    cols = _common.column_list(columns)
+    _common.check_table(ds, table)
+    cols = _common.column_list(columns, ds.metadata.table)
     _common.check_columns(ds, cols, "columns")
     _common.check_columns(ds, list(categoricals or []), "categoricals")
-    table = ds.to_table(columns=cols, filter=predicates)
-    return _common.to_pandas(table, categoricals=categoricals, dates_as_object=dates_as_object)
+    if predicates is None:
+        data = ds.to_table(columns=cols)  # checks the recorded row count too
+    else:
+        data = arrow.read_planned(ds, columns=cols, filter=_common.row_filter(ds))
+    return _common.to_pandas(data, categoricals=categoricals, dates_as_object=dates_as_object)
 
 
 def read_dataset_as_dataframes(
@@ -60,14 +70,19 @@ def read_dataset_as_dataframes(
     factory: Any = None,
     dispatch_by: Sequence[str] | None = None,
 ) -> list[pd.DataFrame]:
-    """One DataFrame per file (or per ``dispatch_by`` group)."""
+    """One DataFrame per file (or per ``dispatch_by`` group; ``[]``: one for all files).
+
+    ``dispatch_by`` takes partition keys and indexed columns.  A file (group)
+    whose rows ``predicates`` filter out gives an empty DataFrame, as in plateau.
+    """
     resolved = _common.store_of(store, factory)
     ds = _common.open_dataset(resolved, _uuid(dataset_uuid), predicates)
+    cols = _common.column_list(columns, ds.metadata.table)
+    _common.check_columns(ds, list(categoricals or []), "categoricals")
     return list(
         _common.read_frames(
             ds,
-            columns=_common.column_list(columns),
-            predicates=predicates,
+            columns=cols,
             categoricals=categoricals,
             dates_as_object=dates_as_object,
             dispatch_by=dispatch_by,
@@ -77,7 +92,7 @@ def read_dataset_as_dataframes(
 
 def store_dataframes_as_dataset(
     store: StoreLike,
-    dataset_uuid: str,
+    dataset_uuid: str | None,
     dfs: Iterable[pd.DataFrame] | pd.DataFrame,
     metadata: Mapping[str, Any] | None = None,
     partition_on: Sequence[str] | None = None,
@@ -88,19 +103,27 @@ def store_dataframes_as_dataset(
     metadata_version: int = 4,
     table_name: str = "table",
 ) -> DatasetMetadata:
-    """Create a dataset from DataFrames (replace it with ``overwrite=True``)."""
-    _check_format_args(metadata_storage_format, metadata_version, table_name)
+    """Create a dataset from DataFrames (replace it with ``overwrite=True``).
+
+    ``dfs`` may nest lists (kartothek's batches: ``[[df1, df2], df3]``);
+    ``dataset_uuid=None`` picks a fresh uuid, as in plateau.  An empty
+    DataFrame creates a dataset that stores the schema (without
+    ``partition_on``: one file without rows, as in plateau).
+    """
+    _check_format_args(metadata_storage_format, metadata_version)
     resolved = _common.store_of(store)
+    uuid = new_uuid(dataset_uuid)
     snap = write.write_dataset(
-        _frames(dfs),
+        frames(dfs),
         resolved,
-        _uuid(dataset_uuid),
+        uuid,
         partition_on=partition_on,
         secondary_indices=secondary_indices,
         mode="overwrite" if overwrite else "create",
         metadata=metadata,
+        table=update_table(table_name),
     )
-    return commit.load_version(resolved, dataset_uuid, snap.version)
+    return commit.load_version(resolved, uuid, snap.version)
 
 
 def update_dataset_from_dataframes(
@@ -113,20 +136,25 @@ def update_dataset_from_dataframes(
     metadata_merger: Callable[..., Any] | None = None,
     default_metadata_version: int = 4,
     partition_on: Sequence[str] | None = None,
-    sort_partitions_by: str | None = None,
+    sort_partitions_by: Sequence[str] | str | None = None,
     secondary_indices: Sequence[str] | None = None,
     table_name: str = "table",
     factory: Any = None,
 ) -> DatasetMetadata:
-    """Append DataFrames; with ``delete_scope``, replace the matched partitions atomically."""
-    _check_format_args("json", default_metadata_version, table_name)
+    """Append DataFrames; with ``delete_scope``, replace the matched partitions atomically.
+
+    The dataset is created if it does not exist.  ``table_name`` names the
+    table of a dataset created here; an existing dataset keeps its own (a
+    different name other than the default is an error).
+    """
+    _check_format_args("json", default_metadata_version)
     resolved = _common.store_of(store, factory)
     uuid = _uuid(dataset_uuid)
-    frames = _frames(df_list)
+    data: Iterable[Any] = frames(df_list)
     if sort_partitions_by is not None:
-        frames = (_sorted(df, sort_partitions_by) for df in frames)
+        data = sorted_frames(data, sort_partitions_by)
     snap = write.write_dataset(
-        frames,
+        data,
         resolved,
         uuid,
         partition_on=partition_on,
@@ -135,6 +163,7 @@ def update_dataset_from_dataframes(
         delete_scope=delete_scope,
         metadata=metadata,
         allow_empty=True,
+        table=update_table(table_name),
     )
     return commit.load_version(resolved, uuid, snap.version)
 
@@ -170,45 +199,89 @@ def build_dataset_indices(
 ) -> DatasetMetadata:
     """Build secondary indices on ``columns`` for every file, as one commit."""
     resolved = _common.store_of(store, factory)
+    uuid = _uuid(dataset_uuid)
     cols = [columns] if isinstance(columns, str) else list(columns)
-    snap = write.build_indices(resolved, _uuid(dataset_uuid), cols)
-    return commit.load_version(resolved, dataset_uuid, snap.version)
+    snap = write.build_indices(resolved, uuid, cols)
+    return commit.load_version(resolved, uuid, snap.version)
 
 
 def _uuid(dataset_uuid: str | None) -> str:
     if dataset_uuid is None:
-        raise InvalidArgumentError("dataset_uuid is required")
+        raise InvalidArgumentError(
+            "dataset_uuid is required: pass the uuid of the dataset to read or change"
+        )
     return dataset_uuid
 
 
-def _frames(dfs: Iterable[pd.DataFrame] | pd.DataFrame) -> Iterable[pd.DataFrame]:
-    if isinstance(dfs, pd.DataFrame):
-        return [dfs]
-    if isinstance(dfs, Mapping):
+def new_uuid(dataset_uuid: str | None) -> str:
+    """A new dataset's uuid: the given one, or a fresh one (plateau's ``gen_uuid``)."""
+    return uuidlib.uuid4().hex if dataset_uuid is None else dataset_uuid
+
+
+def update_table(table_name: str | None) -> str | None:
+    """A write's ``table_name``: the default means "the dataset's table" ('table' for a new one).
+
+    plateau writes an update's files under the table it is given, so the
+    default on a dataset with another table breaks the dataset; we keep the
+    dataset's table instead (and refuse any other explicit name).
+    """
+    return None if table_name in (None, "table") else table_name
+
+
+def frames(dfs: Any) -> Iterator[pd.DataFrame | pa.Table]:
+    """kartothek's inputs, one at a time: DataFrames, ``{"table": df}`` dicts, nested lists.
+
+    Lists nest (kartothek's batch mode, ``[[df1, df2], df3]``); ``None`` items
+    (kartothek's "no data" sentinel) and empty lists yield nothing.  pyarrow
+    Tables pass through.
+    """
+    if dfs is None:
+        return
+    if isinstance(dfs, (pd.DataFrame, pa.Table, Mapping)):
+        dfs = [dfs]
+    if isinstance(dfs, (str, bytes)) or not isinstance(dfs, Iterable):
+        raise InvalidArgumentError(f"expected an iterable of DataFrames, got {type(dfs).__name__}")
+    for item in dfs:
+        if item is None:
+            continue
+        if isinstance(item, Mapping):
+            yield _single_table(item)
+        elif isinstance(item, (list, tuple)):
+            yield from frames(item)
+        elif isinstance(item, (pd.DataFrame, pa.Table)):
+            yield item
+        else:
+            raise InvalidArgumentError(
+                f"cannot store an item of type {type(item).__name__}; "
+                "pass pandas DataFrames (or pyarrow Tables), or lists of them"
+            )
+
+
+def _single_table(item: Mapping[str, Any]) -> pd.DataFrame | pa.Table:
+    if len(item) != 1:
         raise InvalidArgumentError(
-            "multi-table input ({table: DataFrame}) is not supported; pass a list of DataFrames"
+            f"multi-table input with tables {sorted(map(str, item))} is not supported; "
+            "kartothek v4 datasets have one table"
         )
-    out = []
-    for df in dfs:
-        if isinstance(df, Mapping):
-            if set(df) != {"table"} and len(df) != 1:
-                raise InvalidArgumentError(
-                    f"multi-table input with tables {sorted(df)} is not supported"
-                )
-            df = next(iter(df.values()))
-        out.append(df)
-    return out
-
-
-def _sorted(df: pd.DataFrame, column: str) -> pd.DataFrame:
-    if column not in df.columns:
+    value = next(iter(item.values()))
+    if not isinstance(value, (pd.DataFrame, pa.Table)):
         raise InvalidArgumentError(
-            f"sort_partitions_by={column!r} is not a column; columns are {list(df.columns)}"
+            f"the table in {sorted(map(str, item))} is a {type(value).__name__}, not a DataFrame"
         )
-    return df.sort_values(column, kind="stable")
+    return value
 
 
-def _check_format_args(storage_format: str, version: int, table_name: str) -> None:
+def sorted_frames(
+    data: Iterable[Any], sort_partitions_by: Sequence[str] | str
+) -> Iterator[pd.DataFrame | pa.Table]:
+    """``sort_partitions_by`` for every input (one column or a list of them)."""
+    for df in data:
+        if isinstance(df, pa.Table):
+            df = df.to_pandas()
+        yield _common.sort_frame(df, sort_partitions_by)
+
+
+def _check_format_args(storage_format: str, version: int) -> None:
     if storage_format != "json":
         raise InvalidArgumentError(
             f"metadata_storage_format={storage_format!r}: ktk-arrow writes JSON metadata only "
@@ -216,7 +289,3 @@ def _check_format_args(storage_format: str, version: int, table_name: str) -> No
         )
     if version != 4:
         raise InvalidArgumentError(f"metadata_version={version!r}: only version 4 exists")
-    if table_name != "table":
-        raise InvalidArgumentError(
-            f"table_name={table_name!r}: kartothek v4 datasets have one table named 'table'"
-        )

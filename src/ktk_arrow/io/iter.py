@@ -9,19 +9,16 @@ write) fails, the files written so far are deleted again.
 
 from __future__ import annotations
 
-import uuid as uuidlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 
 from .. import commit, write
-from ..errors import InvalidArgumentError
 from ..spec.metadata import DatasetMetadata
 from ..storage import StoreLike
 from . import _common
-from .eager import _check_format_args, _sorted, _uuid
+from .eager import _check_format_args, _uuid, frames, new_uuid, sorted_frames, update_table
 
 __all__ = [
     "read_dataset_as_dataframes__iterator",
@@ -43,19 +40,20 @@ def read_dataset_as_dataframes__iterator(
 ) -> Iterator[pd.DataFrame]:
     """Yield one DataFrame per file (or per ``dispatch_by`` group), reading one at a time.
 
-    The dataset is opened and the arguments are checked when this is called,
-    not on the first ``next()``; files are read lazily.  Files whose rows are
-    all filtered out by ``predicates`` are skipped.
+    The dataset is opened and planned and the arguments are checked when this
+    is called, not on the first ``next()``; files are read lazily.  A file
+    (group) whose rows ``predicates`` filter out gives an empty DataFrame, as
+    in plateau.
     """
     resolved = _common.store_of(store, factory)
     ds = _common.open_dataset(resolved, _uuid(dataset_uuid), predicates)
-    cols = _common.column_list(columns)
+    cols = _common.column_list(columns, ds.metadata.table)
     _common.check_columns(ds, cols, "columns")
     _common.check_columns(ds, list(categoricals or []), "categoricals")
+    _common.group_tasks(ds, dispatch_by)  # check dispatch_by now, not on the first next()
     return _common.read_frames(
         ds,
         columns=cols,
-        predicates=predicates,
         categoricals=categoricals,
         dates_as_object=dates_as_object,
         dispatch_by=dispatch_by,
@@ -79,17 +77,18 @@ def store_dataframes_as_dataset__iter(
 
     ``dataset_uuid=None`` picks a fresh uuid (see the returned metadata's ``uuid``).
     """
-    _check_format_args(metadata_storage_format, metadata_version, table_name)
+    _check_format_args(metadata_storage_format, metadata_version)
     resolved = _common.store_of(store)
-    uuid = dataset_uuid if dataset_uuid is not None else uuidlib.uuid4().hex
+    uuid = new_uuid(dataset_uuid)
     snap = write.write_dataset(
-        iter_frames(df_generator),
+        frames(df_generator),
         resolved,
         uuid,
         partition_on=partition_on,
         secondary_indices=secondary_indices,
         mode="overwrite" if overwrite else "create",
         metadata=metadata,
+        table=update_table(table_name),
     )
     return commit.load_version(resolved, uuid, snap.version)
 
@@ -104,7 +103,7 @@ def update_dataset_from_dataframes__iter(
     metadata_merger: Callable[..., Any] | None = None,
     default_metadata_version: int = 4,
     partition_on: Sequence[str] | None = None,
-    sort_partitions_by: str | None = None,
+    sort_partitions_by: Sequence[str] | str | None = None,
     secondary_indices: Sequence[str] | None = None,
     factory: Any = None,
     table_name: str = "table",
@@ -114,14 +113,14 @@ def update_dataset_from_dataframes__iter(
     With ``delete_scope``, the matched partitions are replaced atomically by
     the new data.  The dataset is created if it does not exist.
     """
-    _check_format_args("json", default_metadata_version, table_name)
+    _check_format_args("json", default_metadata_version)
     resolved = _common.store_of(store, factory)
     uuid = _uuid(dataset_uuid)
-    frames: Iterable[Any] = iter_frames(df_generator)
+    data: Iterable[Any] = frames(df_generator)
     if sort_partitions_by is not None:
-        frames = (_sorted(df, sort_partitions_by) for df in frames)
+        data = sorted_frames(data, sort_partitions_by)
     snap = write.write_dataset(
-        frames,
+        data,
         resolved,
         uuid,
         partition_on=partition_on,
@@ -130,48 +129,6 @@ def update_dataset_from_dataframes__iter(
         delete_scope=delete_scope,
         metadata=metadata,
         allow_empty=True,
+        table=update_table(table_name),
     )
     return commit.load_version(resolved, uuid, snap.version)
-
-
-def iter_frames(items: Any) -> Iterator[pd.DataFrame | pa.Table]:
-    """kartothek's inputs, one at a time: DataFrames, ``{"table": df}`` dicts, lists, ``None``.
-
-    Empty lists and ``None`` (kartothek's "no data" sentinel) yield nothing.
-    """
-    if items is None:
-        return
-    if isinstance(items, (pd.DataFrame, pa.Table, Mapping)):
-        items = [items]
-    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
-        raise InvalidArgumentError(
-            f"expected an iterable of DataFrames, got {type(items).__name__}"
-        )
-    for item in items:
-        if item is None:
-            continue
-        if isinstance(item, Mapping):
-            yield _single_table(item)
-        elif isinstance(item, list):
-            yield from iter_frames(item)
-        elif isinstance(item, (pd.DataFrame, pa.Table)):
-            yield item
-        else:
-            raise InvalidArgumentError(
-                f"cannot store an item of type {type(item).__name__}; "
-                "pass pandas DataFrames (or pyarrow Tables)"
-            )
-
-
-def _single_table(item: Mapping[str, Any]) -> pd.DataFrame | pa.Table:
-    if len(item) != 1:
-        raise InvalidArgumentError(
-            f"multi-table input with tables {sorted(map(str, item))} is not supported; "
-            "kartothek v4 datasets have one table named 'table'"
-        )
-    value = next(iter(item.values()))
-    if not isinstance(value, (pd.DataFrame, pa.Table)):
-        raise InvalidArgumentError(
-            f"the table in {sorted(map(str, item))} is a {type(value).__name__}, not a DataFrame"
-        )
-    return value

@@ -47,6 +47,30 @@ def validate_uuid(dataset_uuid: object) -> str:
     return dataset_uuid
 
 
+#: table names that would collide with other keys under ``<uuid>/``
+RESERVED_TABLES = frozenset({"indices"})
+
+
+def validate_table(table: object) -> str:
+    """Return ``table`` if it can name a dataset's table directory ``<uuid>/<table>/``.
+
+    kartothek calls it ``table_name``; plateau writes any name, but ``indices``
+    (the index directory) and names starting with ``_`` (ours, e.g. ``_ktk``)
+    would collide with other keys.
+    """
+    if (
+        not isinstance(table, str)
+        or not UUID_RE.fullmatch(table)
+        or table in RESERVED_TABLES
+        or table.startswith("_")
+    ):
+        raise InvalidArgumentError(
+            f"invalid table name {table!r}: use letters, digits, '+', '-' and '_' (not first), "
+            f"and none of {sorted(RESERVED_TABLES)}"
+        )
+    return table
+
+
 def metadata_key(dataset_uuid: str) -> str:
     return f"{dataset_uuid}{METADATA_SUFFIX}"
 

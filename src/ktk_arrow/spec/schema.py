@@ -40,8 +40,10 @@ def normalize_type(t: pa.DataType, unit: TimestampUnit = "us") -> pa.DataType:
         return pa.dictionary(pa.int32(), normalize_type(t.value_type, unit))
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         return pa.list_(normalize_type(t.value_type, unit))
-    if pa.types.is_duration(t) or pa.types.is_time(t) or pa.types.is_date(t):
-        return t
+    if pa.types.is_string_view(t):  # Polars' C stream exports its strings as views
+        return pa.large_string()
+    if pa.types.is_binary_view(t):
+        return pa.large_binary()
     return t
 
 
@@ -97,14 +99,38 @@ def data_schema(schema: pa.Schema, partition_keys: Sequence[str]) -> pa.Schema:
 
 
 def common_metadata_schema(schema: pa.Schema, partition_keys: Sequence[str]) -> pa.Schema:
-    """``_common_metadata`` content as plateau would write it for this dataset."""
+    """``_common_metadata`` content as plateau would write it for this dataset.
+
+    plateau checks every append against it, type for type, with the types it
+    derives from the appended DataFrame (pandas 3): ``str``, object and
+    categorical columns of strings are ``large_string`` there, ``StringDtype``
+    columns ``string``.  So a string column is recorded as ``string`` only
+    where the dataset's pandas metadata says it came from a ``StringDtype``
+    column; Arrow ``string`` input (no pandas dtype) as ``large_string``,
+    what plateau derives for pandas' default string dtype.
+    """
     plain = decoded(schema)
+    numpy_types = _pandas_numpy_types(schema)
+    plain = pa.schema(
+        [
+            pa.field(
+                f.name, pa.string() if numpy_types.get(f.name) == "string" else pa.large_string()
+            )
+            if _is_string_type(f.type)
+            else f
+            for f in plain
+        ]
+    )
     by_name = {f.name: f for f in plain}
     order = list(partition_keys) + sorted(n for n in plain.names if n not in partition_keys)
     fields = [by_name[n] for n in order]
     empty = pa.schema(fields).empty_table()
     pandas_md = pa.Table.from_pandas(empty.to_pandas(), preserve_index=False).schema.metadata
     return pa.schema(fields, metadata={b"pandas": pandas_md[b"pandas"]} if pandas_md else None)
+
+
+def _is_string_type(t: pa.DataType) -> bool:
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t))
 
 
 def coerce_timestamps(unit: TimestampUnit) -> str | None:
@@ -151,6 +177,27 @@ def schema_from_common_metadata(raw: bytes, *, source: str = "_common_metadata")
         for f in schema
     ]
     return pa.schema(fields, metadata=schema.metadata)
+
+
+def _pandas_columns(schema: pa.Schema) -> list[dict[str, object]]:
+    raw = (schema.metadata or {}).get(b"pandas")
+    if not raw:
+        return []
+    try:
+        columns = json.loads(raw).get("columns", [])
+    except (ValueError, AttributeError):
+        return []
+    return [c for c in columns if isinstance(c, dict)] if isinstance(columns, list) else []
+
+
+def _pandas_numpy_types(schema: pa.Schema) -> dict[str, object]:
+    """Column name -> the numpy type pandas metadata records (``"object"``, ``"str"``, ...)."""
+    out: dict[str, object] = {}
+    for column in _pandas_columns(schema):
+        name = column.get("name")
+        if isinstance(name, str):
+            out[name] = column.get("numpy_type")
+    return out
 
 
 def _pandas_categoricals(schema: pa.Schema) -> set[str]:

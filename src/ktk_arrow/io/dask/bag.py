@@ -10,7 +10,6 @@ Needs ``pip install 'ktk-arrow[dask]'``.
 
 from __future__ import annotations
 
-import uuid as uuidlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -22,7 +21,7 @@ from ...spec.metadata import DatasetMetadata, FileEntry
 from ...storage import Store, StoreLike
 from .. import _common, _distributed
 from .._distributed import WriteGraph
-from ..eager import _check_format_args
+from ..eager import _check_format_args, new_uuid, update_table
 
 dask = import_optional("dask", extra="dask")
 db = import_optional("dask.bag", extra="dask")
@@ -85,17 +84,17 @@ def store_bag_as_dataset(
     Every bag partition is written by its own task; ``dataset_uuid=None``
     picks a fresh uuid.
     """
-    _check_format_args(metadata_storage_format, metadata_version, table_name)
+    _check_format_args(metadata_storage_format, metadata_version)
     if not isinstance(bag, db.Bag):
         raise InvalidArgumentError(f"bag must be a dask.bag.Bag, got {type(bag).__name__}")
-    uuid = dataset_uuid if dataset_uuid is not None else uuidlib.uuid4().hex
     job = _distributed.prepare(
         store,
-        uuid,
+        new_uuid(dataset_uuid),
         mode="overwrite" if overwrite else "create",
         partition_on=partition_on,
         secondary_indices=secondary_indices,
         metadata=metadata,
+        table=update_table(table_name),
     )
     written = bag.map_partitions(_distributed.write_parts, job.task())
     return WriteGraph(list(written.to_delayed()), job)
@@ -159,7 +158,8 @@ def _commit_indices(
     base: DatasetMetadata,
     columns: list[str],
 ) -> DatasetMetadata:
-    full: dict[str, Any] = {c: {} for c in columns}
+    # Arrow-backed indices: a Python dict of ints would overflow on uint64 > 2**63 - 1
+    full: dict[str, spec_index.IndexMap] = {c: spec_index.Index() for c in columns}
     for label, values in found:
         for column in columns:
             spec_index.add(full[column], values[column], label)

@@ -25,6 +25,7 @@ from ...errors import InvalidArgumentError
 from ...storage import StoreLike
 from .. import _distributed
 from .._distributed import BUCKET_COLUMN, WriteGraph
+from ..eager import update_table
 
 dask = import_optional("dask", extra="dask")
 dd = import_optional("dask.dataframe", extra="dask")
@@ -97,7 +98,7 @@ def read_dataset_as_ddf(
 def store_dataset_from_ddf(
     ddf: Any,
     store: StoreLike,
-    dataset_uuid: str,
+    dataset_uuid: str | None,
     table: str = "table",
     secondary_indices: Sequence[str] | None = None,
     shuffle: bool = False,
@@ -120,7 +121,7 @@ def store_dataset_from_ddf(
     shuffled so that each ``partition_on`` value ends up in ``num_buckets``
     files (rows hashed by ``bucket_by``, or by all columns).
     """
-    _check_args(table, metadata_version)
+    _check_args(metadata_version)
     job = _distributed.prepare(
         store,
         dataset_uuid,
@@ -128,6 +129,7 @@ def store_dataset_from_ddf(
         partition_on=partition_on,
         secondary_indices=secondary_indices,
         metadata=metadata,
+        table=update_table(table),
     )
     return _write_graph(
         ddf,
@@ -165,13 +167,11 @@ def update_dataset_from_ddf(
     With ``delete_scope``, the matched partitions are replaced by the new
     data in the same commit; ``ddf=None`` only deletes them.
     """
-    _check_args(table, default_metadata_version)
+    _check_args(default_metadata_version)
     if factory is not None:
         raise InvalidArgumentError(
             "factory= (a plateau DatasetFactory) is not supported; pass store= and dataset_uuid="
         )
-    if dataset_uuid is None:
-        raise InvalidArgumentError("dataset_uuid is required")
     job = _distributed.prepare(
         store,
         dataset_uuid,
@@ -181,6 +181,7 @@ def update_dataset_from_ddf(
         delete_scope=None if delete_scope is None else list(delete_scope),
         metadata=metadata,
         allow_empty=True,
+        table=update_table(table),
     )
     return _write_graph(
         ddf,
@@ -194,11 +195,7 @@ def update_dataset_from_ddf(
     )
 
 
-def _check_args(table: str, metadata_version: int) -> None:
-    if table != "table":
-        raise InvalidArgumentError(
-            f"table={table!r}: kartothek v4 datasets have one table named 'table'"
-        )
+def _check_args(metadata_version: int) -> None:
     if metadata_version != 4:
         raise InvalidArgumentError(f"metadata_version={metadata_version!r}: only 4 exists")
 

@@ -21,7 +21,7 @@ from ...errors import DatasetNotFoundError, InvalidArgumentError
 from ...storage import StoreLike
 from .. import _common, _distributed
 from .._distributed import WriteGraph
-from ..eager import _check_format_args
+from ..eager import _check_format_args, new_uuid, update_table
 
 dask = import_optional("dask", extra="dask")
 dask_delayed = import_optional("dask.delayed", extra="dask")
@@ -77,22 +77,23 @@ def read_table_as_delayed(
     factory: Any = None,
     dispatch_by: Sequence[str] | None = None,
 ) -> list[Any]:
-    """kartothek's name for :func:`read_dataset_as_delayed` with an explicit ``table``."""
-    if table != "table":
-        raise InvalidArgumentError(
-            f"table={table!r}: kartothek v4 datasets have one table named 'table'"
-        )
-    return read_dataset_as_delayed(
-        dataset_uuid=dataset_uuid,
-        store=store,
+    """kartothek's :func:`read_dataset_as_delayed` with an explicit ``table``.
+
+    ``table`` is the dataset's table name (or the default ``"table"``).
+    """
+    plan = _distributed.plan_read(
+        store,
+        dataset_uuid,
         columns=columns,
-        predicate_pushdown_to_io=predicate_pushdown_to_io,
+        predicates=predicates,
         categoricals=categoricals,
         dates_as_object=dates_as_object,
-        predicates=predicates,
-        factory=factory,
         dispatch_by=dispatch_by,
+        factory=factory,
+        table=table,
     )
+    read = dask.delayed(plan.reader, pure=False)
+    return [read(part, dask_key_name=f"read-ktk-{uuidlib.uuid4().hex}") for part in plan.parts]
 
 
 def store_delayed_as_dataset(
@@ -114,15 +115,15 @@ def store_delayed_as_dataset(
     Each delayed object (a DataFrame, a list of them, or ``None``) is written
     by its own task.  ``dataset_uuid=None`` picks a fresh uuid.
     """
-    _check_format_args(metadata_storage_format, metadata_version, table_name)
-    uuid = dataset_uuid if dataset_uuid is not None else uuidlib.uuid4().hex
+    _check_format_args(metadata_storage_format, metadata_version)
     job = _distributed.prepare(
         store,
-        uuid,
+        new_uuid(dataset_uuid),
         mode="overwrite" if overwrite else "create",
         partition_on=partition_on,
         secondary_indices=secondary_indices,
         metadata=metadata,
+        table=update_table(table_name),
     )
     return _write_graph(delayed_tasks, job, None)
 
@@ -137,7 +138,7 @@ def update_dataset_from_delayed(
     metadata_merger: Callable[..., Any] | None = None,
     default_metadata_version: int = 4,
     partition_on: Sequence[str] | None = None,
-    sort_partitions_by: str | None = None,
+    sort_partitions_by: Sequence[str] | str | None = None,
     secondary_indices: Sequence[str] | None = None,
     factory: Any = None,
     table_name: str = "table",
@@ -147,13 +148,11 @@ def update_dataset_from_delayed(
     With ``delete_scope`` the matched partitions are replaced in the same
     commit; an empty ``delayed_tasks`` only deletes them.
     """
-    _check_format_args("json", default_metadata_version, table_name)
+    _check_format_args("json", default_metadata_version)
     if factory is not None:
         raise InvalidArgumentError(
             "factory= (a plateau DatasetFactory) is not supported; pass store= and dataset_uuid="
         )
-    if dataset_uuid is None:
-        raise InvalidArgumentError("dataset_uuid is required")
     job = _distributed.prepare(
         store,
         dataset_uuid,
@@ -163,6 +162,7 @@ def update_dataset_from_delayed(
         delete_scope=delete_scope,
         metadata=metadata,
         allow_empty=True,
+        table=update_table(table_name),
     )
     return _write_graph(delayed_tasks, job, sort_partitions_by)
 
@@ -170,7 +170,7 @@ def update_dataset_from_delayed(
 def _write_graph(
     delayed_tasks: Sequence[Any],
     job: _distributed.DistributedWrite,
-    sort_partitions_by: str | None,
+    sort_partitions_by: Sequence[str] | str | None,
 ) -> WriteGraph:
     if isinstance(delayed_tasks, dask_delayed.Delayed):
         raise InvalidArgumentError(
