@@ -10,6 +10,7 @@ returns for the same input.
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -231,6 +232,30 @@ def test_a_dataset_keeps_its_table_name_another_one_is_refused(backend: Backend)
         with pytest.raises(InvalidArgumentError, match="named 'foo'"):
             backend.read(table="bar")
     assert ka.dataset(backend.root, UUID).to_table().num_rows == 3  # nothing was written
+
+
+@needs_table_names
+def test_a_dataset_without_files_keeps_its_table_name(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    eager.store_dataframes_as_dataset(
+        root, UUID, [df_a().iloc[:0]], partition_on=["p"], table_name="foo"
+    )
+    assert ka.dataset(root, UUID).metadata.table == "foo"
+    assert len(pl.read_table(UUID, pstore(root))) == 0  # plateau finds foo/_common_metadata
+    eager.update_dataset_from_dataframes([df_a()], root, UUID)
+    assert all(f.startswith(f"{UUID}/foo/") for f in files_under(root, f"{UUID}/foo"))
+    assert not os.path.exists(os.path.join(root, UUID, "table"))
+    pd.testing.assert_frame_equal(rows(pl.read_table(UUID, pstore(root))), rows(df_a()))
+
+
+@needs_table_names
+def test_compaction_keeps_the_table_name(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    eager.store_dataframes_as_dataset(root, UUID, [df_a(), df_b()], table_name="foo")
+    importlib.import_module("ktk_arrow.compact").compact(root, UUID)
+    assert len(ka.dataset(root, UUID).files) == 1
+    assert not os.path.exists(os.path.join(root, UUID, "table"))
+    pd.testing.assert_frame_equal(rows(pl.read_table(UUID, pstore(root))), rows([df_a(), df_b()]))
 
 
 @pytest.mark.parametrize("name", ["", "indices", "_ktk", "a/b", "..", 5])
