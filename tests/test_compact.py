@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import os
 
 import pyarrow as pa
@@ -11,8 +12,10 @@ import pytest
 
 import ktk_arrow as ka
 from ktk_arrow import commit as committer
-from ktk_arrow import compact as compact_module
 from ktk_arrow.compact import compact, plan_compaction
+
+# ka.compact is the public function; the module of the same name is internal
+compact_module = importlib.import_module("ktk_arrow.compact")
 
 UUID = "events"
 

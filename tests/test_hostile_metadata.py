@@ -1,4 +1,4 @@
-"""Hostile or broken metadata never escapes the dataset and never crashes untyped."""
+"""Hostile or broken metadata never escapes the store and never crashes untyped."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import ktk_arrow as ka
 from ktk_arrow import planning
-from ktk_arrow.spec.metadata import DatasetMetadata
+from ktk_arrow.spec.metadata import DatasetMetadata, is_store_key
 from ktk_arrow.storage import LocalStore
 
 VALID = {
@@ -30,8 +30,13 @@ VALID = {
     "patch",
     [
         {"partitions": {"f": {"files": {"table": "../../etc/passwd"}}}},
-        {"partitions": {"f": {"files": {"table": "other/table/f.parquet"}}}},
         {"partitions": {"f": {"files": {"table": "ds/table/../../x.parquet"}}}},
+        {"partitions": {"f": {"files": {"table": "/ds/table/f.parquet"}}}},
+        {"partitions": {"f": {"files": {"table": "ds//table/f.parquet"}}}},
+        {"partitions": {"f": {"files": {"table": "ds/./table/f.parquet"}}}},
+        {"partitions": {"f": {"files": {"table": "ds\\..\\..\\x.parquet"}}}},
+        {"partitions": {"f": {"files": {"table": "s3://bucket/x.parquet"}}}},
+        {"partitions": {"f": {"files": {"table": ""}}}},
         {"partitions": {"f": {"files": {"table": 7}}}},
         {"indices": {"x": "/abs/path.parquet"}},
         {"dataset_uuid": "../ds"},
@@ -48,6 +53,17 @@ def test_malformed_or_escaping_metadata_is_corrupt(patch):
         DatasetMetadata.from_dict({**VALID, **patch})
 
 
+@pytest.mark.parametrize(
+    "key", ["other/table/f.parquet", "other/table/p=a/f.parquet", "shared-files/f.parquet"]
+)
+def test_references_into_another_prefix_of_the_store_are_legal(key):
+    """plateau datasets may reference files under another uuid of the same store: read them."""
+    partitions = {"p=a/f": {"files": {"table": key}}}
+    meta = DatasetMetadata.from_dict({**VALID, "partitions": partitions})
+    assert meta.files["p=a/f"].key == key
+    assert DatasetMetadata.from_json(meta.to_json()).files["p=a/f"].key == key
+
+
 def test_escaping_metadata_in_a_store_reads_nothing_outside(tmp_path):
     store = LocalStore(str(tmp_path / "store"))
     ka.write_dataset(pd.DataFrame({"p": ["a"], "x": [1]}), store, "ds", partition_on=["p"])
@@ -58,7 +74,7 @@ def test_escaping_metadata_in_a_store_reads_nothing_outside(tmp_path):
         "partitions": {"f": {"files": {"table": "ds/table/../../../secret.parquet"}}},
     }
     store.put("ds.by-dataset-metadata.json", json.dumps(hostile).encode())
-    with pytest.raises(ka.CorruptMetadataError, match="not an object of dataset"):
+    with pytest.raises(ka.CorruptMetadataError, match="not an object of the store"):
         ka.dataset(store, "ds", version=None)
 
 
@@ -81,8 +97,9 @@ def test_fuzzed_metadata_parses_or_is_corrupt(key, value):
         meta = DatasetMetadata.from_dict({**VALID, key: value})
     except ka.CorruptMetadataError:
         return
-    for entry in meta.files.values():
-        assert entry.key.startswith("ds/")
+    for entry in meta.files.values():  # inside the store: no escape
+        assert is_store_key(entry.key)
+        assert not entry.key.startswith("/") and ".." not in entry.key.split("/")
 
 
 # -- file facts, statistics and duplicate references --------------------------

@@ -19,6 +19,7 @@ RANKS = {
     "arrow": 5,
     "compact": 6,
     "check": 6,
+    "maintenance": 7,
     "io": 7,
     "cli": 8,
     "__init__": 9,

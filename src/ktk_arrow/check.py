@@ -8,7 +8,8 @@ for all of it at once and reports problems instead of raising:
 - the latest state loads;
 - every data and index file referenced by the latest snapshot and by every
   retained log entry exists, with the recorded byte size (one listing of the
-  dataset's prefix, no request per file);
+  dataset's prefix, no request per file; a file referenced under another
+  dataset's prefix, as plateau datasets may do, costs one HEAD);
 - log entries parse, each holds the version its key says and this dataset's
   uuid, versions are contiguous, and each entry's ``parent`` is the previous
   entry's ``token``; no directory blocks a log key;
@@ -37,7 +38,7 @@ import pyarrow.parquet as pq
 from . import arrow, commit
 from .errors import CorruptMetadataError, DatasetNotFoundError, KtkError, StoreError
 from .spec import keys
-from .spec.metadata import DatasetMetadata, FileEntry
+from .spec.metadata import DatasetMetadata, FileEntry, is_own_key
 from .storage import Store
 
 _LOG_NAME = re.compile(r"\d+\.json")
@@ -184,6 +185,7 @@ class _Checker:
             e for e in reversed(entries) if latest is None or e.version != latest.version
         ]
         refs = self._references(states, latest)
+        self._stat_foreign(refs)
         self._check_files(refs)
         if latest is not None:
             self._check_indices(latest)
@@ -404,6 +406,21 @@ class _Checker:
             schema_key = keys.common_metadata_key(self.uuid, latest.table)
             refs[schema_key] = _Ref(schema_key, [latest.version], None)
         return refs
+
+    def _stat_foreign(self, refs: dict[str, _Ref]) -> None:
+        """Sizes of referenced files outside ``<uuid>/`` (the listing does not cover them)."""
+        foreign = [key for key in refs if not is_own_key(self.uuid, key)]
+
+        def size(key: str) -> int | None:
+            try:
+                return self.store.size(key)
+            except FileNotFoundError:
+                return None
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for key, found in zip(foreign, pool.map(size, foreign), strict=True):
+                if found is not None:
+                    self.listed[key] = found
 
     def _check_files(self, refs: dict[str, _Ref]) -> None:
         for ref in refs.values():

@@ -48,7 +48,13 @@ from .errors import (
 )
 from .spec import index as spec_index
 from .spec import keys
-from .spec.metadata import TOMBSTONE_OPERATION, CommitInfo, DatasetMetadata, FileEntry
+from .spec.metadata import (
+    TOMBSTONE_OPERATION,
+    CommitInfo,
+    DatasetMetadata,
+    FileEntry,
+    is_own_key,
+)
 from .spec.schema import common_metadata_bytes, schema_from_common_metadata
 from .storage import Store
 
@@ -58,7 +64,22 @@ MAX_ATTEMPTS = 40
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One committed version of a dataset."""
+    """One committed version of a dataset.
+
+    ``files_added`` / ``rows_added`` count the files the commit wrote and
+    their rows, ``files_removed`` / ``rows_removed`` the files it dropped from
+    the dataset and their rows (``None``: unknown, e.g. files plateau wrote
+    without row counts, or snapshots committed before ``rows_removed`` was
+    recorded).
+
+    ``delete_scope`` works on whole files, as in kartothek: a scope on a
+    partition column removes that partition's files, and a scope on a
+    secondary-index column removes *every file that holds the value*, with
+    all the other rows in those files.  ``rows_removed`` says how many rows
+    went.  Compaction rewrites rows without changing them: it reports
+    ``files_added`` new files, ``files_removed`` old ones, and
+    ``rows_added == rows_removed == 0``.
+    """
 
     version: int
     timestamp: datetime
@@ -66,9 +87,11 @@ class Snapshot:
     files_added: int
     files_removed: int
     rows_added: int | None
+    rows_removed: int | None = None
 
     @classmethod
     def of(cls, info: CommitInfo) -> Snapshot:
+        """The snapshot a commit record describes."""
         return cls(
             info.version,
             info.timestamp,
@@ -76,6 +99,7 @@ class Snapshot:
             info.files_added,
             info.files_removed,
             info.rows_added,
+            info.rows_removed,
         )
 
 
@@ -166,6 +190,26 @@ def _load_latest(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
     if not _has_log(store, dataset_uuid):
         return _with_schema(store, view)  # never managed by us: version 0
     return _reconcile_foreign_view(store, dataset_uuid, view)
+
+
+def exists(store: Store, dataset_uuid: str) -> bool:
+    """Whether the dataset exists: :func:`load_latest` would find a state.
+
+    A dataset whose metadata is damaged exists (it is there to be repaired);
+    one whose log ends in a tombstone does not.  A view plateau wrote always
+    describes a dataset, so it costs one read; a view of ours, the read of the
+    view and the probe of the next log entry.
+    """
+    keys.validate_uuid(dataset_uuid)
+    try:
+        view = load_view(store, dataset_uuid)
+        if view is None:
+            return _load_from_log_only(store, dataset_uuid) is not None
+        if not view.managed:
+            return True
+        return _roll_forward(store, dataset_uuid, view) is not None
+    except CorruptMetadataError:
+        return True
 
 
 def _latest_logged(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
@@ -283,7 +327,10 @@ def _load_from_log_only(store: Store, dataset_uuid: str) -> DatasetMetadata | No
     if meta is None:
         return None
     if meta.files:
-        first = meta.files[min(meta.files)].key
+        # a file of the dataset's own prefix if there is one: another dataset's
+        # file may have been deleted by that dataset's maintenance
+        own = [label for label, e in meta.files.items() if is_own_key(dataset_uuid, e.key)]
+        first = meta.files[min(own or meta.files)].key
         if not store.exists(first):
             return None
     return replace(meta, view_current=False)
@@ -436,6 +483,11 @@ class Change:
     read_version: int | None = None
     #: labels this change depends on; a concurrent change to them is a conflict
     depends_on: Callable[[DatasetMetadata], Collection[str]] | None = None
+    #: columns whose secondary index this change removes (their index files stay for gc)
+    drop_indices: Collection[str] = ()
+    #: the added files hold exactly the rows of the removed ones (compaction):
+    #: the snapshot reports ``rows_added = rows_removed = 0``
+    rewrite: bool = False
 
 
 _UNKNOWN: Any = object()
@@ -485,6 +537,10 @@ def commit(store: Store, dataset_uuid: str, change: Change, *, base: Any = _UNKN
                 base = load_latest(store, dataset_uuid)
             _check_preconditions(dataset_uuid, base, change, read_state, store, planned_create)
             new = _apply(store, dataset_uuid, base, change, written, create_at)
+            if base is not None and _is_noop(base, new, change):
+                # nothing to add, remove or change: no version is committed for it
+                _discard_index_files(store, base, new)
+                return Snapshot.of(base.commit)
             raw = new.to_json()
             try:
                 won = _enter_base(store, dataset_uuid, base) and put_entry(
@@ -508,6 +564,32 @@ def commit(store: Store, dataset_uuid: str, change: Change, *, base: Any = _UNKN
         f"gave up committing {change.operation!r} to dataset {dataset_uuid!r} after "
         f"{MAX_ATTEMPTS} attempts: other writers keep winning; retry later"
     )
+
+
+def _is_noop(base: DatasetMetadata, new: DatasetMetadata, change: Change) -> bool:
+    """Whether ``new`` is ``base`` unchanged: no file, index, schema or metadata differs.
+
+    Such a change (an empty append, a ``delete_scope`` that matches nothing,
+    dropping an index that is gone) commits no version.
+    """
+    same_schema = new.schema is base.schema or (
+        new.schema is not None
+        and base.schema is not None
+        and new.schema.equals(base.schema, check_metadata=True)
+    )
+    return (
+        not change.add
+        and set(new.files) == set(base.files)
+        and dict(new.indices) == dict(base.indices)
+        and new.partition_keys == base.partition_keys
+        and dict(new.user_metadata) == dict(base.user_metadata)
+        and same_schema
+    )
+
+
+def _row_sum(rows: Sequence[int | None]) -> int | None:
+    """The total of row counts; ``None`` if any is unknown."""
+    return None if any(r is None for r in rows) else sum(r or 0 for r in rows)
 
 
 #: a base read longer ago is read again before it is committed on (see ``_too_old``)
@@ -690,17 +772,21 @@ def _apply(
         schema = change.schema
         if change.partition_keys is not None:
             partition_keys = tuple(change.partition_keys)
-    rows = [e.rows for e in change.add]
+    rows_added = _row_sum([e.rows for e in change.add])
+    rows_removed = _row_sum([base.files[label].rows for label in sorted(removed)])
+    if change.rewrite:  # compaction: the same rows in other files
+        rows_added = rows_removed = 0
     info = CommitInfo(
         version=base.version + 1,
         timestamp=now,
         operation=change.operation,
         files_added=len(change.add),
         files_removed=len(removed),
-        rows_added=None if any(r is None for r in rows) else sum(r or 0 for r in rows),
+        rows_added=rows_added,
         writer=f"{WRITER_ID}:{os.getpid()}",
         token=_new_token(),
         parent=base.commit.token,
+        rows_removed=rows_removed,
     )
     return DatasetMetadata(
         uuid=dataset_uuid,
@@ -726,12 +812,16 @@ def _new_indices(
     written: list[str],
 ) -> dict[str, str | Mapping[Any, list[str]]]:
     """Write the index files this commit needs and return the new ``indices`` mapping."""
-    out: dict[str, str | Mapping[Any, list[str]]] = dict(base.indices)
-    columns = set(base.indices) | set(change.index_delta) | set(change.index_full)
+    dropped = set(change.drop_indices)
+    out: dict[str, str | Mapping[Any, list[str]]] = {
+        column: ref for column, ref in base.indices.items() if column not in dropped
+    }
+    columns = (set(base.indices) | set(change.index_delta) | set(change.index_full)) - dropped
     if change.schema is not None and removed and removed == set(base.files):
         # a full overwrite defines the dataset anew: old indices go with the old files
-        columns = set(change.index_delta) | set(change.index_full)
+        columns = (set(change.index_delta) | set(change.index_full)) - dropped
         out = {}
+    kept = set(base.files) - removed  # files of the base that stay
     if not files:
         return {}
     schema = change.schema if change.schema is not None else base.schema
@@ -743,6 +833,10 @@ def _new_indices(
                 )
             merged = spec_index.as_index(change.index_full[column])
         else:
+            if column not in base.indices and kept:
+                # the dataset has no index on it (dropped concurrently): an index of
+                # the new files alone would hide the other files' rows from filters
+                continue
             delta = spec_index.as_index(change.index_delta.get(column, {}))
             if not removed and not delta:
                 continue
@@ -906,11 +1000,28 @@ def refresh_view(store: Store, dataset_uuid: str) -> DatasetMetadata:
     return latest
 
 
-def delete_dataset(store: Store, dataset_uuid: str) -> None:
+@dataclass(frozen=True)
+class DeleteOutcome:
+    """What :func:`delete_dataset` did."""
+
+    #: the version of the tombstone entry (the deletion's linearisation point)
+    version: int
+    #: deleted objects under ``<uuid>/`` (neither the views nor the log entries)
+    deleted: list[str]
+    #: unreferenced data files younger than gc's grace period (a write creating the
+    #: dataset anew may be committing them), and files a write of this process holds
+    kept: list[str]
+    #: referenced files outside ``<uuid>/`` (another dataset's), never deleted
+    foreign: list[str]
+
+
+def delete_dataset(store: Store, dataset_uuid: str) -> DeleteOutcome:
     """Remove a dataset: a tombstone entry first (the linearisation point), then its objects.
 
     Readers and writers treat a log that ends in a tombstone as no dataset, so
-    a deletion killed part-way never brings back an old version.
+    a deletion killed part-way never brings back an old version.  Only objects
+    under ``<uuid>/`` (and the views) are deleted: files the dataset references
+    under another dataset's prefix stay.
     """
     keys.validate_uuid(dataset_uuid)
     delay = 0.005
@@ -932,6 +1043,7 @@ def delete_dataset(store: Store, dataset_uuid: str) -> None:
                 writer=f"{WRITER_ID}:{os.getpid()}",
                 token=_new_token(),
                 parent=latest.commit.token,
+                rows_removed=latest.total_rows,
             ),
             managed=True,
         )
@@ -954,25 +1066,30 @@ def delete_dataset(store: Store, dataset_uuid: str) -> None:
         store, dataset_uuid, log_versions(store, dataset_uuid)
     )
     cutoff = datetime.now(timezone.utc) - DEFAULT_GC_GRACE
-    others = [
-        info.key
-        for info in store.list(f"{dataset_uuid}/")
-        if not info.key.startswith(log_prefix)
-        and (
+    others: list[str] = []
+    kept: list[str] = []
+    for info in store.list(f"{dataset_uuid}/"):
+        if info.key.startswith(log_prefix):
+            continue
+        if (
             info.key in referenced
             or not info.key.startswith(f"{dataset_uuid}/{latest.table}/")
             or info.key.endswith(keys.COMMON_METADATA)
             or info.mtime is None
             or info.mtime <= cutoff
-        )
-        and not IN_FLIGHT.holds(store, info.key)
-    ]
-    store.delete_many(others)
-    store.delete_many([info.key for info in store.list_temporary(f"{dataset_uuid}/")])
+        ) and not IN_FLIGHT.holds(store, info.key):
+            others.append(info.key)
+        else:
+            kept.append(info.key)
+    _delete_own(store, dataset_uuid, others, dry_run=False)
+    temporary = [info.key for info in store.list_temporary(f"{dataset_uuid}/")]
+    _delete_own(store, dataset_uuid, temporary, dry_run=False)
     # the log last, the tombstone after every other entry, so no crash revives a version
     store.delete_many([k for k in log if k != tomb_key])
     store.delete_many(views)  # a slow writer may have republished one meanwhile
     store.delete(tomb_key)
+    foreign = sorted(key for key in referenced if not is_own_key(dataset_uuid, key))
+    return DeleteOutcome(tombstone.version, others, kept, foreign)
 
 
 DEFAULT_GC_GRACE = timedelta(hours=1)
@@ -990,9 +1107,27 @@ MIN_SAFE_GC_GRACE = timedelta(minutes=1)
 
 
 def _is_data_or_index(dataset_uuid: str, table: str, key: str) -> bool:
-    return key.startswith(
-        (f"{dataset_uuid}/{table}/", f"{dataset_uuid}/indices/")
-    ) and not key.endswith(keys.COMMON_METADATA)
+    return (
+        is_own_key(dataset_uuid, key)
+        and key.startswith((f"{dataset_uuid}/{table}/", f"{dataset_uuid}/indices/"))
+        and not key.endswith(keys.COMMON_METADATA)
+    )
+
+
+@dataclass(frozen=True)
+class GcOutcome:
+    """What :func:`collect_garbage` did, and what it kept although no snapshot uses it."""
+
+    #: deleted keys (with ``dry_run``: the keys that would be deleted)
+    deleted: list[str]
+    #: unreferenced files younger than the grace period (a write may be committing them)
+    kept_young: list[str]
+    #: unreferenced files of snapshots expired within the grace period (readers may read them)
+    kept_for_readers: list[str]
+    #: unreferenced files a write of this process is producing
+    kept_in_flight: list[str]
+    #: the latest version, whose view gc brought up to date
+    version: int
 
 
 def garbage_collect(
@@ -1010,9 +1145,26 @@ def garbage_collect(
     belong to a commit still in flight (a grace period under a minute needs
     ``force=True``), and files a commit of this process is writing are always
     kept.  The view is brought up to date first, so plateau never reads a
-    state whose files are gone.  Returns the deleted keys (with ``dry_run``,
-    the keys that would be deleted, and nothing is deleted or written).
+    state whose files are gone.  Only objects under ``<uuid>/`` are ever
+    deleted: files a snapshot references under another prefix are never
+    touched.  Returns the deleted keys (with ``dry_run``, the keys that would
+    be deleted, and nothing is deleted or written).
     """
+    return collect_garbage(
+        store, dataset_uuid, grace_period=grace_period, now=now, dry_run=dry_run, force=force
+    ).deleted
+
+
+def collect_garbage(
+    store: Store,
+    dataset_uuid: str,
+    *,
+    grace_period: timedelta = DEFAULT_GC_GRACE,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+) -> GcOutcome:
+    """:func:`garbage_collect`, reporting also what it kept and why."""
     if not isinstance(grace_period, timedelta) or grace_period < timedelta(0):
         raise InvalidArgumentError(
             f"grace_period must be a non-negative timedelta, got {grace_period!r}"
@@ -1032,23 +1184,40 @@ def garbage_collect(
     if view is not None:  # what plateau reads must stay readable
         live |= referenced_keys(view)
     cutoff = (now or datetime.now(timezone.utc)) - grace_period
-    live |= _recently_expired_keys(store, dataset_uuid, cutoff, dry_run=dry_run)
-    doomed = []
+    for_readers = _recently_expired_keys(store, dataset_uuid, cutoff, dry_run=dry_run)
+    doomed: list[str] = []
+    young: list[str] = []
+    reading: list[str] = []
+    in_flight: list[str] = []
     for prefix in (f"{dataset_uuid}/{latest.table}/", f"{dataset_uuid}/indices/"):
         for info in store.list(prefix):
             if info.key in live or not _is_data_or_index(dataset_uuid, latest.table, info.key):
                 continue
-            if info.mtime is not None and info.mtime > cutoff:
-                continue
-            if IN_FLIGHT.holds(store, info.key):
-                continue
-            doomed.append(info.key)
+            if info.key in for_readers:
+                reading.append(info.key)
+            elif info.mtime is not None and info.mtime > cutoff:
+                young.append(info.key)
+            elif IN_FLIGHT.holds(store, info.key):
+                in_flight.append(info.key)
+            else:
+                doomed.append(info.key)
     for info in store.list_temporary(f"{dataset_uuid}/"):  # left by crashed puts
         if info.mtime is not None and info.mtime <= cutoff:
             doomed.append(info.key)
+    _delete_own(store, dataset_uuid, doomed, dry_run=dry_run)
+    return GcOutcome(doomed, young, reading, in_flight, latest.version)
+
+
+def _delete_own(store: Store, dataset_uuid: str, doomed: Sequence[str], *, dry_run: bool) -> None:
+    """Delete ``doomed``, all of which must lie under ``<uuid>/`` (a guard, never expected)."""
+    foreign = [key for key in doomed if not is_own_key(dataset_uuid, key)]
+    if foreign:
+        raise CorruptMetadataError(
+            f"refusing to delete {foreign[0]!r} while cleaning up dataset {dataset_uuid!r}: it "
+            f"lies outside the dataset's prefix {dataset_uuid + '/'!r}; nothing was deleted"
+        )
     if not dry_run:
         store.delete_many(doomed)
-    return doomed
 
 
 class InFlight:
@@ -1092,6 +1261,25 @@ EXPIRED_DIR = "_ktk/expired"
 _EXPIRY_STAMP = "%Y%m%dT%H%M%S%fZ"
 
 
+@dataclass(frozen=True)
+class ExpiryOutcome:
+    """What :func:`expire` did, and which versions it kept although asked to expire them."""
+
+    #: expired versions, oldest first (with ``dry_run``: those that would be)
+    expired: list[int]
+    #: versions ``older_than`` / ``keep_last`` select but committed within the grace period
+    kept_by_grace: list[int]
+    #: versions kept because readers roll forward from the view through them, or
+    #: because they are the newest log entry (see "Retention" in docs/format.md)
+    kept_for_view: list[int]
+    #: the retained versions after expiry, oldest first
+    retained: list[int]
+    #: the latest version
+    version: int
+    #: keys the expiry record lists: files only the expired snapshots used
+    orphaned: list[str]
+
+
 def expire_snapshots(
     store: Store,
     dataset_uuid: str,
@@ -1111,10 +1299,32 @@ def expire_snapshots(
     snapshots survive until gc's grace period has passed since the expiry, so
     a reader already reading them finishes.  Returns the expired versions,
     oldest first (with ``dry_run`` those that would be, and nothing changes).
+    :func:`expire` also says what was kept and why.
     """
+    return expire(
+        store,
+        dataset_uuid,
+        older_than=older_than,
+        keep_last=keep_last,
+        grace_period=grace_period,
+        dry_run=dry_run,
+    ).expired
+
+
+def expire(
+    store: Store,
+    dataset_uuid: str,
+    *,
+    older_than: datetime | timedelta | None = None,
+    keep_last: int | None = None,
+    grace_period: timedelta = DEFAULT_GC_GRACE,
+    dry_run: bool = False,
+) -> ExpiryOutcome:
+    """:func:`expire_snapshots`, reporting also what was kept and why."""
     keys.validate_uuid(dataset_uuid)
     now = datetime.now(timezone.utc)
     limit = _expiry_limit(now, older_than, keep_last, grace_period)
+    asked = _expiry_limit(now, older_than, keep_last, timedelta(0))
     # readers roll forward from the view: it is brought up to date first, and
     # no entry from its version on is expired (else they would silently fall
     # back to it, and the next commit would fork the log)
@@ -1130,22 +1340,46 @@ def expire_snapshots(
             f"{latest.version}; nothing was expired. Run `ktk check STORE {dataset_uuid}`"
         )
     # the newest log entry starts every roll forward
-    candidates = [v for v in logged[:-1] if v < floor]
+    selected = sorted({*logged, latest.version})
     if keep_last is not None:
-        newest = sorted({*logged, latest.version})[-keep_last:]
-        candidates = [v for v in candidates if v < newest[0]]
+        selected = selected[:-keep_last]
+    in_log = set(logged)
+    newest_entry = logged[-1] if logged else None
+    candidates = [v for v in selected if v in in_log and v < floor and v != newest_entry]
     # commit timestamps increase with the version: the expired ones are a prefix
-    lo, hi = 0, len(candidates)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if _committed_at(store, dataset_uuid, candidates[mid]) < limit:
-            lo = mid + 1
-        else:
-            hi = mid
-    expired = candidates[:lo]
-    if dry_run or not expired:
-        return expired
+    stamps: dict[int, datetime] = {}
+
+    def prefix(cutoff: datetime, versions: list[int]) -> list[int]:
+        lo, hi = 0, len(versions)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            v = versions[mid]
+            if v not in stamps:
+                stamps[v] = _committed_at(store, dataset_uuid, v)
+            if stamps[v] < cutoff:
+                lo = mid + 1
+            else:
+                hi = mid
+        return versions[:lo]
+
+    expired = prefix(limit, candidates)
+    kept_by_grace = prefix(asked, candidates)[len(expired) :]
+    # what the settings select that the view or the newest entry keep
+    is_candidate = set(candidates)
+    kept_for_view = [
+        v
+        for v in prefix(asked, [v for v in selected if v in in_log and v != latest.version])
+        if v not in is_candidate
+    ]
+    gone = set(expired)
+    retained = [v for v in logged if v not in gone]
+    outcome = ExpiryOutcome(expired, kept_by_grace, kept_for_view, retained, latest.version, [])
+    if not expired:
+        return outcome
     orphaned = _keys_of_versions(store, dataset_uuid, expired) - referenced_keys(latest)
+    outcome = replace(outcome, orphaned=sorted(orphaned))
+    if dry_run:
+        return outcome
     if orphaned:
         # written before the log entries go, so a concurrent gc sees either the
         # entries or this record (it reads the log first, then the records)
@@ -1154,7 +1388,7 @@ def expire_snapshots(
         name = f"{stamp.strftime(_EXPIRY_STAMP)}-{uuidlib.uuid4().hex[:8]}.json"
         store.put(f"{dataset_uuid}/{EXPIRED_DIR}/{name}", json.dumps(record).encode())
     store.delete_many([keys.log_key(dataset_uuid, v) for v in expired])
-    return expired
+    return outcome
 
 
 def _expiry_limit(

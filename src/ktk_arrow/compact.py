@@ -5,7 +5,14 @@ small writes ends up with many small files, and every read pays a request
 and a footer per file.  :func:`compact` rewrites each partition's small
 files as ``ceil(rows / target_rows_per_file)`` files and swaps them in with
 one commit.  The old files stay on storage (time travel still reads them)
-until garbage collection removes them.
+until garbage collection removes them; compaction itself deletes nothing
+but its own new files when its commit provably failed (all under
+``<uuid>/``: files the dataset references under another dataset's prefix
+are read and rewritten into this one, never deleted).
+
+The snapshot reports the new files as ``files_added`` and the merged ones as
+``files_removed``, and ``rows_added == rows_removed == 0``: no row was added
+or removed.
 
 Concurrency: the commit removes exactly the labels that were read and
 depends on them.  A concurrent append adds new labels, so it neither
@@ -18,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -67,6 +74,37 @@ def compact(
     least ``target_rows_per_file`` rows are left alone.  Returns the new
     snapshot, or the current one if there was nothing to compact.
     """
+    return run_compaction(
+        resolve_store(store, storage_options),
+        dataset_uuid,
+        partitions=partitions,
+        target_rows_per_file=target_rows_per_file,
+        progress=progress,
+    ).snapshot
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """What :func:`run_compaction` planned, and the snapshot it committed (if any)."""
+
+    #: the state the compaction was planned on
+    before: DatasetMetadata
+    groups: tuple[CompactionGroup, ...]
+    #: the new snapshot, or ``before``'s when nothing was committed
+    snapshot: Snapshot
+    committed: bool
+
+
+def run_compaction(
+    store: Store,
+    dataset_uuid: str,
+    *,
+    partitions: Any = None,
+    target_rows_per_file: int = DEFAULT_MAX_ROWS_PER_FILE,
+    progress: Progress | None = None,
+    dry_run: bool = False,
+) -> Compaction:
+    """:func:`compact` on a resolved store, reporting the plan (``dry_run``: only the plan)."""
     if (
         not isinstance(target_rows_per_file, int)
         or isinstance(target_rows_per_file, bool)
@@ -75,14 +113,15 @@ def compact(
         raise InvalidArgumentError(
             f"target_rows_per_file must be a positive int, got {target_rows_per_file!r}"
         )
-    resolved = resolve_store(store, storage_options)
-    base = committer.load(resolved, dataset_uuid)
+    base = committer.load(store, dataset_uuid)
     groups = plan_compaction(base, partitions=partitions, target_rows_per_file=target_rows_per_file)
-    if not groups:
-        return Snapshot.of(base.commit)
-    writer = _rewrite(resolved, base, groups, target_rows_per_file, progress)
+    current = Compaction(base, tuple(groups), Snapshot.of(base.commit), committed=False)
+    if not groups or dry_run:
+        return current
+    writer = _rewrite(store, base, groups, target_rows_per_file, progress)
     try:
-        return _commit(resolved, base, groups, writer)
+        snapshot = _commit(store, base, groups, writer)
+        return replace(current, snapshot=snapshot, committed=True)
     except BaseException as exc:
         if committer.may_discard(exc):  # never the files of a commit that may be in
             writer.abort()
@@ -231,5 +270,6 @@ def _commit(
         depends_on=lambda state: sorted(old & set(state.files)),
         read_version=base.version,
         index_delta=writer.index_delta,
+        rewrite=True,  # the same rows in fewer files: none added, none removed
     )
     return committer.commit(store, base.uuid, change)

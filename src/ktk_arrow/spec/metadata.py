@@ -95,6 +95,9 @@ class CommitInfo:
     #: the ``token`` of the entry this one was built on ("" for a first commit,
     #: a state plateau wrote, or an entry before tokens): a chain readers verify
     parent: str = ""
+    #: rows of the files the commit removed (``None``: unknown, or an entry
+    #: written before the field existed); 0 for compaction, which keeps its rows
+    rows_removed: int | None = None
 
     @property
     def is_tombstone(self) -> bool:
@@ -112,6 +115,7 @@ class CommitInfo:
             "writer": self.writer,
             "token": self.token,
             "parent": self.parent,
+            "rows_removed": self.rows_removed,
         }
 
     @classmethod
@@ -125,11 +129,18 @@ class CommitInfo:
             operation=str(data["operation"]),
             files_added=int(data.get("files_added", 0)),
             files_removed=int(data.get("files_removed", 0)),
-            rows_added=None if data.get("rows_added") is None else int(data["rows_added"]),
+            rows_added=_count_field(data, "rows_added"),
             writer=str(data.get("writer", "")),
             token=str(data.get("token", "")),
             parent=str(data.get("parent", "")),
+            rows_removed=_count_field(data, "rows_removed"),
         )
+
+
+def _count_field(data: Mapping[str, Any], name: str) -> int | None:
+    """An optional row count of a commit record: absent or null is ``None``."""
+    value = data.get(name)
+    return None if value is None else int(value)
 
 
 def _epoch() -> datetime:
@@ -461,11 +472,16 @@ def _valid_stat(triple: Any, rows: int | None) -> bool:
 
 
 def _check_keys(meta: DatasetMetadata, source: str) -> None:
-    """Every referenced object lies inside the dataset and is referenced once.
+    """Every referenced object is a plain key inside the store, referenced once.
 
-    No ``..``, no other dataset; and no key under two labels or as data and
-    index at once: two labels sharing a file would read its rows twice, and
-    removing one label (overwrite, compaction, gc) would delete the other's data.
+    A key is relative to the store root: no leading ``/``, no ``\\``, no
+    empty, ``.`` or ``..`` segment, so no reference escapes the store.  It may
+    lie under another dataset's prefix (plateau datasets can reference files
+    of another uuid in the same store): such files are read, never deleted
+    (gc, ``delete_dataset`` and compaction touch only ``<uuid>/``, see
+    :func:`is_own_key`).  No key under two labels or as data and index at
+    once: two labels sharing a file would read its rows twice, and removing
+    one label (overwrite, compaction, gc) would delete the other's data.
     """
     if not isinstance(meta.uuid, str) or not keys.UUID_RE.fullmatch(meta.uuid):
         raise CorruptMetadataError(f"{source} names an invalid dataset_uuid {meta.uuid!r}")
@@ -488,6 +504,25 @@ def _check_keys(meta: DatasetMetadata, source: str) -> None:
             )
 
 
+def is_store_key(ref: Any) -> bool:
+    """Whether ``ref`` is a plain store-relative key that cannot escape the store root."""
+    return (
+        type(ref) is str
+        and not ref.startswith("/")
+        and "\\" not in ref
+        and not any(part in ("", ".", "..") for part in ref.split("/"))
+    )
+
+
+def is_own_key(dataset_uuid: str, key: str) -> bool:
+    """Whether ``key`` lies under the dataset's own prefix ``<uuid>/``.
+
+    Only such objects are ever deleted by the dataset's maintenance (gc,
+    deletion, compaction); referenced objects of other prefixes are read only.
+    """
+    return key.startswith(f"{dataset_uuid}/") and is_store_key(key)
+
+
 def _check_ref(
     meta: DatasetMetadata,
     ref: Any,
@@ -495,13 +530,11 @@ def _check_ref(
     owners: dict[str, tuple[str, str]],
     source: str,
 ) -> None:
-    if (
-        type(ref) is not str
-        or not ref.startswith(f"{meta.uuid}/")
-        or any(part in ("", ".", "..") for part in ref.split("/"))
-    ):
+    if not is_store_key(ref):
         raise CorruptMetadataError(
-            f"{source} references {ref!r}, which is not an object of dataset {meta.uuid!r}"
+            f"{source} references {ref!r}, which is not an object of the store of dataset "
+            f"{meta.uuid!r} (a key must be relative, without '..', '.', empty segments or "
+            "backslashes)"
         )
     first = owners.setdefault(ref, owner)
     if first is not owner:
