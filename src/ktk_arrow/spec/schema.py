@@ -43,7 +43,7 @@ def normalize_type(t: pa.DataType, unit: TimestampUnit = "us") -> pa.DataType:
     if pa.types.is_string_view(t):  # Polars' C stream exports its strings as views
         return pa.large_string()
     if pa.types.is_binary_view(t):
-        return pa.large_binary()
+        return pa.binary()
     return t
 
 
@@ -107,7 +107,8 @@ def common_metadata_schema(schema: pa.Schema, partition_keys: Sequence[str]) -> 
     columns ``string``.  So a string column is recorded as ``string`` only
     where the dataset's pandas metadata says it came from a ``StringDtype``
     column; Arrow ``string`` input (no pandas dtype) as ``large_string``,
-    what plateau derives for pandas' default string dtype.
+    what plateau derives for pandas' default string dtype.  Bytes are
+    ``binary`` there, so ``large_binary`` is recorded as ``binary``.
     """
     plain = decoded(schema)
     numpy_types = _pandas_numpy_types(schema)
@@ -117,6 +118,8 @@ def common_metadata_schema(schema: pa.Schema, partition_keys: Sequence[str]) -> 
                 f.name, pa.string() if numpy_types.get(f.name) == "string" else pa.large_string()
             )
             if _is_string_type(f.type)
+            else pa.field(f.name, pa.binary())
+            if pa.types.is_large_binary(f.type) or pa.types.is_binary_view(f.type)
             else f
             for f in plain
         ]
@@ -296,7 +299,7 @@ def _castable(have: pa.DataType, want: pa.DataType) -> bool:
     string_like = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
     if any(p(have) for p in string_like) and any(p(want) for p in string_like):
         return True
-    binary_like = (pa.types.is_binary, pa.types.is_large_binary)
+    binary_like = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view)
     if any(p(have) for p in binary_like) and any(p(want) for p in binary_like):
         return True
     if pa.types.is_timestamp(have) and pa.types.is_timestamp(want):
