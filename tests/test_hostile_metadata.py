@@ -289,3 +289,17 @@ def test_fuzzed_references_are_unique_or_corrupt(labels, keys, index):
         assert "twice" in str(exc)
         return
     assert len(set(refs)) == len(refs)
+
+
+def test_the_table_name_of_a_dataset_without_files_round_trips():
+    meta = DatasetMetadata.from_dict({**VALID, "partitions": {}, "ktk_arrow": {"table": "foo"}})
+    assert meta.table == "foo"
+    assert DatasetMetadata.from_json(meta.to_json()).table == "foo"
+    default = DatasetMetadata.from_dict({**VALID, "partitions": {}})
+    assert "table" not in default.to_dict()["ktk_arrow"]  # the default stays implicit
+
+
+@pytest.mark.parametrize("table", ["", "a/b", "..", 5, None])
+def test_invalid_table_names_in_the_extension_are_corrupt(table):
+    with pytest.raises(ka.CorruptMetadataError, match="table name"):
+        DatasetMetadata.from_dict({**VALID, "partitions": {}, "ktk_arrow": {"table": table}})

@@ -342,6 +342,15 @@ def _with_schema(store: Store, meta: DatasetMetadata) -> DatasetMetadata:
         return meta
     key = keys.common_metadata_key(meta.uuid, meta.table)
     raw = store.get_or_none(key)
+    if raw is None and not meta.files and meta.table == keys.TABLE:
+        # plateau names the table of a dataset without files nowhere but in the
+        # path of its schema file: one listing finds it, as plateau does
+        for info in store.list(f"{meta.uuid}/"):
+            parts = info.key.split("/")
+            if len(parts) == 3 and parts[2] == keys.COMMON_METADATA and parts[1] != keys.TABLE:
+                meta, key = replace(meta, table=parts[1]), info.key
+                raw = store.get_or_none(key)
+                break
     if raw is None:
         if meta.files:
             raise CorruptMetadataError(
@@ -488,6 +497,9 @@ class Change:
     #: the added files hold exactly the rows of the removed ones (compaction):
     #: the snapshot reports ``rows_added = rows_removed = 0``
     rewrite: bool = False
+    #: the table name of a dataset this change creates (``None``: kartothek's
+    #: ``"table"``); an existing dataset keeps its own
+    table: str | None = None
 
 
 _UNKNOWN: Any = object()
@@ -727,6 +739,8 @@ def _check_joins_created(dataset_uuid: str, base: DatasetMetadata, change: Chang
         )
     if set(change.index_delta) != set(base.indices):
         problems.append(f"secondary_indices {sorted(change.index_delta)} vs {sorted(base.indices)}")
+    if (change.table or keys.TABLE) != base.table:
+        problems.append(f"table {change.table or keys.TABLE!r} vs {base.table!r}")
     if problems:
         raise CommitConflictError(
             f"dataset {dataset_uuid!r} was created by a concurrent writer with other settings "
@@ -752,6 +766,7 @@ def _apply(
             user_metadata={"creation_time": now.isoformat()},
             commit=CommitInfo(create_at - 1, datetime(1970, 1, 1, tzinfo=timezone.utc), "none"),
             schema=change.schema,
+            table=change.table or keys.TABLE,
         )
     if base.commit.timestamp >= now:  # keep timestamps strictly increasing for as_of
         now = base.commit.timestamp + timedelta(microseconds=1)

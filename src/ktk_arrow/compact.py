@@ -224,6 +224,7 @@ def _rewrite(
         schema=base.schema,
         unit=unit,
         base_version=base.version,
+        table=base.table,  # the new files go beside the old ones
     )
     writer = FileWriter(
         store,

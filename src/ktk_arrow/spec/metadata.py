@@ -239,6 +239,8 @@ class DatasetMetadata:
         }
         if self.schema is not None:
             ext["schema"] = base64.b64encode(self.schema.serialize().to_pybytes()).decode()
+        if self.table != keys.TABLE:  # a dataset without files names its table nowhere else
+            ext["table"] = self.table
         out[EXTENSION_KEY] = ext
         return out
 
@@ -291,7 +293,9 @@ class DatasetMetadata:
         if not isinstance(sizes, Mapping):
             raise CorruptMetadataError(f"{source}: {EXTENSION_KEY}.files is not an object")
         files: dict[str, FileEntry] = {}
-        table = keys.TABLE
+        table = ext.get("table", keys.TABLE)
+        if type(table) is not str or not table or "/" in table or table in (".", ".."):
+            raise CorruptMetadataError(f"{source}: invalid table name {table!r}")
         for label, part in data["partitions"].items():
             part_files = part.get("files", {}) if isinstance(part, Mapping) else {}
             if len(part_files) != 1:
