@@ -107,7 +107,14 @@ def test_ls_of_an_empty_store(tmp_path, capsys):
     code, out, err = run(capsys, "ls", str(tmp_path))
     assert (code, out) == (0, "")
     assert "no datasets" in err
-    assert run_json(capsys, "ls", str(tmp_path / "missing"), "--json") == []
+    assert run_json(capsys, "ls", str(tmp_path), "--json") == []
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_ls_of_a_missing_store_is_an_error(tmp_path, capsys, as_json):
+    code, out, err = run(capsys, "ls", str(tmp_path / "missing"), *(["--json"] if as_json else []))
+    assert (code, out) == (2, "")
+    assert "missing' does not exist (no directory there); check the path" in err
 
 
 def test_ls_reports_a_corrupt_dataset_and_goes_on(store, capsys):
@@ -286,7 +293,7 @@ def test_query_time_travel(store, capsys):
         (["info", "{store}", UUID, "--storage-options", "{bad"], "--storage-options"),
         (["info", "unknown://bucket", UUID], "unknown store scheme"),
         (["gc", "{store}", UUID, "--grace-period", "soon"], "invalid duration"),
-        (["gc", "{store}", UUID, "--grace-period", "0"], "pass force=True"),
+        (["gc", "{store}", UUID, "--grace-period", "0"], "pass --force"),
         (["compact", "{store}", UUID, "--partitions", "amount > 1"], "partition columns"),
         (["index", "{store}", UUID, "nope"], "not in the data"),
     ],

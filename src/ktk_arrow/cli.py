@@ -16,6 +16,9 @@ stderr with exit status 2, never a traceback.
 
 from __future__ import annotations
 
+# Only the standard library and errors.py at import time: ``ktk --help`` and
+# usage errors must not pay for pyarrow, pandas and fsspec (about 0.8 s).
+# Every command imports what it needs when it runs.
 import argparse
 import datetime as dt
 import decimal
@@ -29,23 +32,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import pyarrow as pa
-
-from . import commit, planning
 from ._optional import import_optional
-from .arrow import KartothekDataset, dataset, read_error
-from .check import KINDS, Problem, check_dataset
-from .compact import compact, plan_compaction
-from .errors import InvalidArgumentError, InvalidPredicateError, KtkError, StoreError
-from .spec import keys
-from .spec.metadata import DatasetMetadata
-from .storage import Store, resolve_store
-from .write import DEFAULT_MAX_ROWS_PER_FILE, build_indices, write_dataset
+from .errors import InvalidArgumentError, InvalidPredicateError, KtkError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from .arrow import KartothekDataset
+    from .check import Problem
+    from .spec.metadata import DatasetMetadata
+    from .storage import Store
 
 Dnf = list[list[tuple[str, str, Any]]]
 
@@ -440,6 +440,8 @@ def _cell(value: Any) -> str:
 
 
 def _is_numeric(t: pa.DataType) -> bool:
+    import pyarrow as pa
+
     if pa.types.is_dictionary(t):
         t = t.value_type
     return bool(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t))
@@ -472,6 +474,8 @@ def _float_cells(values: Sequence[Any]) -> list[str]:
 
 def format_table(table: pa.Table) -> str:
     """An Arrow table as aligned text."""
+    import pyarrow as pa
+
     right = [_is_numeric(f.type) for f in table.schema]
     columns = []
     for field, column in zip(table.schema, table.columns):
@@ -513,6 +517,8 @@ def _stamp(value: dt.datetime) -> str:
 
 
 def _store(args: argparse.Namespace) -> Store:
+    from .storage import resolve_store
+
     options = None
     if args.storage_options:
         try:
@@ -564,8 +570,10 @@ def _info(meta: DatasetMetadata, store: Store) -> dict[str, Any]:
 
 
 def cmd_info(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from . import commit
+
     store = _store(args)
-    meta = commit.load(store, args.uuid, version=args.version)
+    meta = commit.load(store, args.uuid, **_snapshot(args))
     info = _info(meta, store)
     if args.json:
         _print_json(info, out)
@@ -596,17 +604,33 @@ def cmd_info(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _top_level_names(store: Store) -> list[str]:
-    """Object names directly under the store root; one listing, not a recursive walk."""
+    """Object names directly under the store root; one listing, not a recursive walk.
+
+    A store that does not exist (no such directory, bucket or prefix) is an
+    error, not an empty listing: a typo in the path must not read as "no datasets".
+    """
+    from .storage import LocalStore, store_error
+
+    if isinstance(store, LocalStore) and os.path.isfile(store.root):
+        raise InvalidArgumentError(
+            f"store {store.url!r} is a file, not a directory; pass the directory that "
+            "holds the datasets"
+        )
     try:
         entries = store.fs.ls(store.root, detail=False)
     except FileNotFoundError:
-        return []
+        what = "directory" if isinstance(store, LocalStore) else "bucket, container or prefix"
+        raise InvalidArgumentError(
+            f"store {store.url!r} does not exist (no {what} there); check the path or URL"
+        ) from None
     except Exception as exc:  # the backend failed: translate, as storage.py would
-        raise StoreError(f"cannot list store {store.url!r}: {type(exc).__name__}: {exc}") from exc
+        raise store_error(store, "", exc) from exc
     return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
 
 
 def _dataset_uuids(store: Store) -> list[str]:
+    from .spec import keys
+
     found = set()
     for name in _top_level_names(store):
         for suffix in (keys.METADATA_SUFFIX, keys.MSGPACK_SUFFIX):
@@ -616,6 +640,10 @@ def _dataset_uuids(store: Store) -> list[str]:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import commit
+
     store = _store(args)
     uuids = _dataset_uuids(store)
 
@@ -663,8 +691,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from . import commit
+
     store = _store(args)
-    meta = commit.load(store, args.uuid, version=args.version)
+    meta = commit.load(store, args.uuid, **_snapshot(args))
     rows = _schema_rows(meta) if meta.schema is not None else []
     if args.json:
         _print_json(rows)
@@ -675,6 +705,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    from . import commit
+
     store = _store(args)
     snapshots = commit.history(store, args.uuid)
     if args.json:
@@ -733,10 +765,15 @@ def _columns(value: str | None, ds: KartothekDataset) -> list[str] | None:
 
 
 TABLE_DEFAULT_LIMIT = 20
+# write.DEFAULT_MAX_ROWS_PER_FILE, spelled out so that building the parser (``--help``)
+# imports no pyarrow; tests/test_cli_usability.py checks that the two agree
+DEFAULT_TARGET_ROWS = 4 * 1024 * 1024
 
 
 def _check_filter(args: argparse.Namespace, predicates: Dnf | None, ds: KartothekDataset) -> None:
     """Bind the filter to the schema before reading, naming the option that was wrong."""
+    from . import planning
+
     if predicates is None:
         return
     try:
@@ -762,6 +799,11 @@ def _term_text(predicates: Dnf, clause: int, term: int) -> str:
 
 
 def _run_sql(ds: KartothekDataset, predicates: Dnf | None, sql: str) -> pa.Table:
+    import pyarrow as pa
+
+    from . import planning
+    from .arrow import read_error
+
     duckdb = import_optional("duckdb", extra="duckdb")
     source: Any = ds
     if predicates is not None:
@@ -792,8 +834,10 @@ def _run_sql(ds: KartothekDataset, predicates: Dnf | None, sql: str) -> pa.Table
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    from .arrow import dataset
+
     store = _store(args)
-    ds = dataset(store, args.uuid, version=args.version)
+    ds = dataset(store, args.uuid, **_snapshot(args))
     predicates = _query_filter(args)
     if args.limit is not None and args.limit < 0:
         raise InvalidArgumentError(f"--limit must not be negative, got {args.limit}")
@@ -856,6 +900,8 @@ def parse_duration(text: str) -> dt.timedelta:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
+    from . import commit
+
     store = _store(args)
     grace = parse_duration(args.grace_period)
     label = "gc (dry run)" if args.dry_run else "gc"
@@ -875,6 +921,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Exit 0 when the dataset is sound (warnings allowed), 1 when it is damaged."""
+    from .check import KINDS, check_dataset
+
     store = _store(args)
     with Progress("check (deep)" if args.deep else "check"):
         report = check_dataset(store, args.uuid, deep=args.deep, repair=args.repair)
@@ -905,6 +953,35 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _timestamp(text: str) -> dt.datetime:
+    """An ISO timestamp, UTC unless it names an offset (``Z`` works, too)."""
+    stamp = dt.datetime.fromisoformat(text.strip().removesuffix("Z").removesuffix("z"))
+    if text.strip()[-1:] in ("Z", "z") and stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.timezone.utc)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
+
+
+def _as_of(text: str) -> dt.datetime:
+    """``--as-of``: an ISO timestamp, or an age (``2h``: the state of two hours ago)."""
+    try:
+        return _timestamp(text)
+    except ValueError:
+        pass
+    try:
+        return dt.datetime.now(dt.timezone.utc) - parse_duration(text)
+    except InvalidArgumentError:
+        raise InvalidArgumentError(
+            f"invalid --as-of {text!r}; write an ISO timestamp (2026-01-31T12:00:00, UTC "
+            "unless it has an offset) or an age (30m, 2h, 7d: the dataset as it was then)"
+        ) from None
+
+
+def _snapshot(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``version=`` / ``as_of=`` of ``--version`` / ``--as-of``."""
+    as_of = getattr(args, "as_of", None)
+    return {"version": args.version, "as_of": None if as_of is None else _as_of(as_of)}
+
+
 def _older_than(text: str) -> dt.timedelta | dt.datetime:
     """An age (``7d``) or an ISO timestamp (``2026-01-31T00:00``, UTC unless it says otherwise)."""
     try:
@@ -920,6 +997,8 @@ def _older_than(text: str) -> dt.timedelta | dt.datetime:
 
 
 def cmd_expire(args: argparse.Namespace) -> int:
+    from . import commit
+
     store = _store(args)
     older_than = _older_than(args.older_than) if args.older_than is not None else None
     expired = commit.expire_snapshots(
@@ -944,6 +1023,13 @@ def cmd_expire(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
+    from . import commit
+    from .compact import compact, plan_compaction
+
+    if args.target_rows < 1:
+        raise InvalidArgumentError(
+            f"--target-rows must be a positive number, got {args.target_rows}"
+        )
     store = _store(args)
     partitions = parse_filter(args.partitions) if args.partitions else None
     before = commit.load(store, args.uuid)
@@ -999,6 +1085,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    from .write import build_indices
+
     store = _store(args)
     with Progress(f"indexing {', '.join(args.columns)}"):
         snap = build_indices(store, args.uuid, args.columns)
@@ -1021,6 +1109,7 @@ _PRODUCTS = ["apples", "bread", "cheese", "coffee", "eggs", "milk", "rice", "tea
 def demo_batch(seed: int, rows: int, years: Sequence[int], first_id: int) -> pa.Table:
     """Deterministic sample sales rows (a seeded numpy RNG)."""
     import numpy as np
+    import pyarrow as pa
 
     rng = np.random.default_rng(seed)
     year = rng.choice(np.asarray(years), rows)
@@ -1091,6 +1180,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _run_demo(demo: _Demo, where: str) -> None:
     import pyarrow.compute as pc
+
+    from . import commit
+    from .arrow import dataset
+    from .compact import compact
+    from .storage import resolve_store
+    from .write import write_dataset
 
     duckdb = import_optional("duckdb", extra="duckdb")
     pl = import_optional("polars", extra="polars")
@@ -1236,7 +1331,7 @@ def _run_demo(demo: _Demo, where: str) -> None:
     with demo.section("the same from the shell", f"ktk info {where} {uuid}", prompt="$"):
         buffer = io.StringIO()
         args = argparse.Namespace(
-            store=path, uuid=uuid, version=None, json=False, storage_options=None
+            store=path, uuid=uuid, version=None, as_of=None, json=False, storage_options=None
         )
         cmd_info(args, out=buffer)
         demo.block(buffer.getvalue().rstrip("\n"))
@@ -1251,12 +1346,27 @@ def _run_demo(demo: _Demo, where: str) -> None:
 # ---------------------------------------------------------------------------
 
 
+def _version() -> str:
+    """The installed ktk-arrow version, without importing anything heavy."""
+    package = sys.modules.get(__package__ or "ktk_arrow")
+    found = getattr(package, "__version__", None)
+    if isinstance(found, str):
+        return found
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ktk-arrow")
+    except PackageNotFoundError:  # pragma: no cover - a source checkout on sys.path
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ktk`` argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
         prog="ktk",
         description="Inspect, query and maintain kartothek datasets (ktk-arrow).",
     )
+    parser.add_argument("--version", action="version", version=f"ktk (ktk-arrow) {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     common = argparse.ArgumentParser(add_help=False)
@@ -1274,8 +1384,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("uuid", help="dataset uuid")
         return p
 
+    def time_travel(p: argparse.ArgumentParser) -> None:
+        when = p.add_mutually_exclusive_group()
+        when.add_argument(
+            "--version", type=int, metavar="N", help="the dataset at version N (time travel)"
+        )
+        when.add_argument(
+            "--as-of",
+            metavar="TIME",
+            help="the dataset as it was at TIME: an ISO timestamp (UTC unless it has an "
+            "offset) or an age such as 2h or 7d",
+        )
+
     p = dataset_command("info", "summary of a dataset", as_json)
-    p.add_argument("--version", type=int, help="a past version (time travel)")
+    time_travel(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("ls", help="list the datasets in a store", parents=[common, as_json])
@@ -1283,7 +1405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ls)
 
     p = dataset_command("schema", "columns and types of a dataset", as_json)
-    p.add_argument("--version", type=int, help="a past version (time travel)")
+    time_travel(p)
     p.set_defaults(func=cmd_schema)
 
     p = dataset_command("history", "the snapshots of a dataset, oldest first", as_json)
@@ -1298,7 +1420,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--sql", help="DuckDB SQL over the dataset, which is called ds")
-    p.add_argument("--version", type=int, help="a past version (time travel)")
+    time_travel(p)
     p.set_defaults(func=cmd_query)
 
     p = dataset_command("check", "verify that metadata and stored files agree", as_json)
@@ -1339,8 +1461,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--target-rows",
         type=int,
-        default=DEFAULT_MAX_ROWS_PER_FILE,
-        help=f"rows per merged file (default {DEFAULT_MAX_ROWS_PER_FILE:,})",
+        default=DEFAULT_TARGET_ROWS,
+        help=f"rows per merged file (default {DEFAULT_TARGET_ROWS:,})",
     )
     p.add_argument("--partitions", metavar="FILTER", help="only partitions matching this filter")
     p.add_argument("--dry-run", action="store_true", help="show what would be compacted")
@@ -1356,6 +1478,90 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Python argument names in library messages -> the ktk flags that set them
+_FLAGS = (
+    ("older_than", "--older-than"),
+    ("keep_last", "--keep-last"),
+    ("grace_period", "--grace-period"),
+    ("target_rows_per_file", "--target-rows"),
+    ("storage_options", "--storage-options"),
+    ("as_of", "--as-of"),
+    ("dry_run", "--dry-run"),
+    ("version", "--version"),
+    ("partitions", "--partitions"),
+    ("force", "--force"),
+    ("deep", "--deep"),
+    ("repair", "--repair"),
+)
+# a value as the library's message shows it: a timedelta repr, a str repr, a list, a word
+_TIMEDELTA = r"(?:datetime\.)?timedelta\([^)]*\)"
+_VALUE = rf"(?:{_TIMEDELTA}|'[^']*'|\[[^\]]*\]|[\w.:+-]+)"
+_PHRASES = (
+    (r"\bexpire_snapshots needs\b", "ktk expire needs"),
+    (r"(--older-than) \(a datetime or timedelta\)", r"\1 (an age such as 7d, or a timestamp)"),
+    (r"(--keep-last) \(a positive int\)", r"\1 N (a positive number)"),
+    (r"^version must\b", "--version must"),
+    (r"^columns names columns\b", "the COLUMN arguments name columns"),
+    (r"`?\bka\.history\(\)`?", "`ktk history STORE UUID`"),
+)
+
+
+def _duration_text(seconds: float) -> str:
+    """A duration as ``--grace-period`` / ``--older-than`` take it: 0, 90s, 30m, 1h, 7d."""
+    if seconds == 0:
+        return "0"
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:f}".rstrip("0").rstrip(".") + "s"
+
+
+def _timedelta_text(text: str) -> str:
+    """``datetime.timedelta(days=1, seconds=30)`` / ``timedelta(0)`` as a duration."""
+    inner = text[text.index("(") + 1 : -1]
+    factors = {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
+    factors |= {"milliseconds": 1e-3, "microseconds": 1e-6}
+    total = 0.0
+    for position, part in enumerate(p.strip() for p in inner.split(",") if p.strip()):
+        name, _, number = part.rpartition("=")
+        try:
+            total += float(number) * factors[name or ("days", "seconds", "microseconds")[position]]
+        except (KeyError, IndexError, ValueError):
+            return text
+    return _duration_text(total)
+
+
+def cli_message(message: str) -> str:
+    """A library error message worded for the shell: flags instead of Python arguments.
+
+    ``older_than=`` reads ``--older-than``, ``grace_period=timedelta(seconds=30)``
+    reads ``--grace-period 30s``, ``force=True`` reads ``--force``, and a
+    timedelta shown as ``0:01:00`` reads ``1m``.  The library's messages stay
+    as they are for Python callers.
+    """
+    for name, flag in _FLAGS:
+        message = re.sub(rf"\b{name}=(?:True|False)\b", flag, message)
+
+        def with_value(match: re.Match[str], flag: str = flag) -> str:
+            value = match["value"]
+            if re.fullmatch(_TIMEDELTA, value):
+                value = _timedelta_text(value)
+            return f"{flag} {value}"
+
+        message = re.sub(rf"\b{name}=(?P<value>{_VALUE})", with_value, message)
+        message = re.sub(rf"\b{name}=(?=[\s,;:)]|$)", flag, message)
+        if "_" in name:  # an identifier no sentence contains: a Python argument wherever it is
+            message = re.sub(rf"(?<![-\w]){name}\b", flag, message)
+    for pattern, replacement in _PHRASES:
+        message = re.sub(pattern, replacement, message)
+    # str(timedelta) in a sentence ("shorter than 0:01:00") -> a duration as typed
+    return re.sub(
+        r"(?P<than>than |least |under )(?P<h>\d+):(?P<m>\d{2}):(?P<s>\d{2})(?![\d.])",
+        lambda m: m["than"] + _duration_text(int(m["h"]) * 3600 + int(m["m"]) * 60 + int(m["s"])),
+        message,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ktk``; return the exit status (0 ok, 1 ``check`` found damage, 2 errors)."""
     parser = build_parser()
@@ -1367,7 +1573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = args.func(args)
         return status
     except KtkError as exc:
-        print(f"ktk: error: {exc}", file=sys.stderr)
+        print(f"ktk: error: {cli_message(str(exc))}", file=sys.stderr)
         return 2
     except ImportError as exc:
         print(f"ktk: error: {exc}", file=sys.stderr)
@@ -1376,6 +1582,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as exc:  # the operating system or a backend, untranslated below: no traceback
+        print(f"ktk: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("ktk: interrupted", file=sys.stderr)
         return 130
