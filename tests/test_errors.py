@@ -147,6 +147,40 @@ def test_bad_predicates(existing, predicates, fragment):
         ka.dataset(existing, "sales").to_table(filter=predicates)
 
 
+WRONG_SHAPES = [
+    # (predicates, what the message must quote)
+    (("customer", "==", 1), "('customer', '==', 1)"),
+    ([("customer", "==", 1)], "('customer', '==', 1)"),
+    ([("customer", "==")], "('customer', '==')"),
+    ([[("customer", "==")]], "('customer', '==')"),
+    ([[("customer", "==", 1, 2)]], "('customer', '==', 1, 2)"),
+    ([["customer"]], "['customer']"),
+    ([[None]], "[None]"),
+    (["customer", "==", "x", 1], "['customer', '==', 'x', 1]"),
+    ([[("customer", "==", 1)], "x"], "'x'"),
+]
+
+
+@pytest.mark.parametrize(
+    "predicates,given", WRONG_SHAPES, ids=[repr(p)[:40] for p, _ in WRONG_SHAPES]
+)
+def test_predicates_of_the_wrong_shape_are_quoted(existing, predicates, given):
+    for read in (
+        lambda: eager.read_table("sales", existing, predicates=predicates),
+        lambda: ka.dataset(existing, "sales").to_table(filter=predicates),
+    ):
+        with pytest.raises(ka.InvalidPredicateError) as info:
+            read()
+        assert given in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("given", ["customer == 1", {"customer": 1}, 42])
+def test_filters_that_are_neither_expression_nor_list_are_quoted(existing, given):
+    with pytest.raises(ka.InvalidPredicateError) as info:
+        ka.dataset(existing, "sales").to_table(filter=given)
+    assert repr(given) in str(info.value)
+
+
 def test_unknown_columns_on_read(existing):
     with pytest.raises(ka.InvalidArgumentError, match="nope"):
         eager.read_table("sales", existing, columns=["nope"])

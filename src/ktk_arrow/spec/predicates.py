@@ -383,13 +383,20 @@ def parse_dnf(
         if not isinstance(conjunction, list | tuple):
             raise InvalidPredicateError(
                 f"{where} must be a list of (column, op, value) tuples, e.g. {example}; "
-                f"got {conjunction!r} ({_type_name(conjunction)})"
+                f"got {conjunction!r} ({_type_name(conjunction)}) in predicates {predicates!r}"
             )
         if len(conjunction) == 0:
             raise InvalidPredicateError(
                 f"{where} is an empty list (it would select every row); remove it, or add "
                 "(column, op, value) tuples to it"
             )
+        for j, literal in enumerate(conjunction):
+            if not isinstance(literal, tuple | list) or len(literal) != 3:
+                # quote the whole conjunction: ('x', '==') alone hides what was meant
+                raise InvalidPredicateError(
+                    f"{where}[{j}] must be a (column, op, value) tuple such as ('x', '==', 1); "
+                    f"got {literal!r} ({_type_name(literal)}) in {where} = {conjunction!r}"
+                )
         clauses.append(
             tuple(_parse_literal(lit, schema, f"{where}[{j}]") for j, lit in enumerate(conjunction))
         )
