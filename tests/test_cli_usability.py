@@ -256,3 +256,19 @@ def test_help_and_usage_errors_import_nothing_heavy_from_cli() -> None:
 )
 def test_help_imports_no_pyarrow_or_pandas() -> None:
     assert _heavy_modules_after("") == []
+
+
+# -- the docs list every command -------------------------------------------------------------
+
+
+def test_readme_and_cli_docs_list_every_command() -> None:
+    commands = list(cli.build_parser()._subparsers._group_actions[0].choices)
+    root = Path(__file__).parents[1]
+    readme = (root / "README.md").read_text()
+    docs = (root / "docs" / "cli.md").read_text()
+    listed = readme.split("`ktk ", 1)[1].split("`", 1)[0].split("|")
+    assert sorted(listed) == sorted(commands)
+    for command in commands:
+        assert f"\n    {command} " in docs, f"docs/cli.md's usage block lacks {command}"
+        assert f"## `ktk {command}" in docs, f"docs/cli.md has no section for ktk {command}"
+    assert "--as-of TIME" in docs and "ktk --version" in docs
