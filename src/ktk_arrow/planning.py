@@ -63,8 +63,15 @@ def make_filter(user_filter: Any, schema: pa.Schema) -> ScanFilter:
         return ScanFilter(pred, predicates.to_expression(pred))
     raise InvalidPredicateError(
         f"filter must be a pyarrow.compute.Expression or kartothek predicates "
-        f"[[('col', op, value), ...], ...], got {type(user_filter).__name__}"
+        f"[[('col', op, value), ...], ...], got {type(user_filter).__name__} "
+        f"{_quoted(user_filter)}"
     )
+
+
+def _quoted(value: Any, limit: int = 200) -> str:
+    """``repr(value)``, cut short: the error shows what was given."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def combine(first: ScanFilter, second: ScanFilter) -> ScanFilter:
