@@ -445,8 +445,8 @@ def test_cli_expire(store, capsys):
 @pytest.mark.parametrize(
     ("argv", "match"),
     [
-        ([], "older_than"),
-        (["--keep-last", "0"], "keep_last must be a positive int"),
+        ([], "needs --older-than"),  # the CLI names its flags, not the library's arguments
+        (["--keep-last", "0"], "--keep-last must be a positive int"),
         (["--older-than", "yesterday"], "invalid --older-than"),
         (["--keep-last", "1", "--grace-period", "soon"], "invalid duration"),
     ],
