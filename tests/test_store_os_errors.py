@@ -74,13 +74,6 @@ def test_a_dataset_uuid_too_long_for_the_disk_is_a_store_error(store: LocalStore
         ka.dataset(store, uuid)
 
 
-@pytest.mark.xfail(
-    reason="write.py creates the partition directory and writes data files through "
-    "Arrow's LocalFileSystem without translating its OSError (write.py is another "
-    "helper's file; storage.store_error is there for it)",
-    raises=OSError,
-    strict=False,
-)
 @pytest.mark.parametrize("fresh_store", [True, False], ids=["fresh-store", "existing-store"])
 def test_a_partition_value_too_long_for_the_disk_is_a_store_error(
     store: LocalStore, fresh_store: bool
@@ -94,12 +87,6 @@ def test_a_partition_value_too_long_for_the_disk_is_a_store_error(
     assert list(store.list()) == before
 
 
-@pytest.mark.xfail(
-    reason="in a store whose root does not exist yet, the first thing to touch the disk is "
-    "write.py's data file write through Arrow (untranslated OSError)",
-    raises=OSError,
-    strict=False,
-)
 def test_a_dataset_uuid_too_long_in_a_fresh_store_is_a_store_error(store: LocalStore) -> None:
     with pytest.raises(ka.StoreError, match="shorter"):
         ka.write_dataset(pd.DataFrame({"v": [1]}), store, "u" * 300)
