@@ -248,12 +248,6 @@ def test_help_and_usage_errors_import_nothing_heavy_from_cli() -> None:
     assert _heavy_modules_after(_BARE_PACKAGE) == []
 
 
-@pytest.mark.xfail(
-    reason="ktk_arrow/__init__.py imports the public API (arrow, write: pyarrow, pandas) "
-    "eagerly, and every `ktk` run imports the package first; it needs lazy attributes "
-    "(PEP 562 __getattr__) -- __init__.py is another helper's file",
-    strict=False,
-)
 def test_help_imports_no_pyarrow_or_pandas() -> None:
     assert _heavy_modules_after("") == []
 

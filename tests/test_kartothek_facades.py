@@ -32,7 +32,7 @@ import plateau.io.eager as pl  # noqa: E402
 from plateau.core.dataset import DatasetMetadata as PlateauMetadata  # noqa: E402
 
 import ktk_arrow as ka  # noqa: E402
-from ktk_arrow import planning, write  # noqa: E402
+from ktk_arrow import planning  # noqa: E402
 from ktk_arrow.errors import InvalidArgumentError  # noqa: E402
 from ktk_arrow.io import eager  # noqa: E402
 from ktk_arrow.io import iter as kiter  # noqa: E402
@@ -46,11 +46,6 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 UUID = "ds"
-
-needs_table_names = pytest.mark.skipif(
-    not write._CHANGE_HAS_TABLE,
-    reason="the committer cannot name a new dataset's table yet (ktk_arrow.commit.Change.table)",
-)
 
 
 @pytest.fixture(autouse=True)
@@ -190,7 +185,6 @@ def group_rows(frames: list[pd.DataFrame]) -> list[list[tuple[Any, ...]]]:
 # -- 1. table names other than "table" ------------------------------------------------
 
 
-@needs_table_names
 def test_another_table_name_is_written_updated_and_read_by_us_and_plateau(
     backend: Backend,
 ) -> None:
@@ -221,7 +215,6 @@ def test_another_table_name_is_written_updated_and_read_by_us_and_plateau(
     assert ka.dataset(backend.root, UUID).to_table().num_rows == len(want)
 
 
-@needs_table_names
 def test_a_dataset_keeps_its_table_name_another_one_is_refused(backend: Backend) -> None:
     backend.store([df_a()], table_name="foo")
     with pytest.raises(InvalidArgumentError, match="has the table 'foo'"):
@@ -234,19 +227,6 @@ def test_a_dataset_keeps_its_table_name_another_one_is_refused(backend: Backend)
     assert ka.dataset(backend.root, UUID).to_table().num_rows == 3  # nothing was written
 
 
-def _metadata_keeps_table_names() -> bool:
-    from ktk_arrow.spec.metadata import DatasetMetadata
-
-    return (
-        DatasetMetadata.from_dict(DatasetMetadata(uuid="x", table="foo").to_dict()).table == "foo"
-    )
-
-
-@needs_table_names
-@pytest.mark.skipif(
-    not _metadata_keeps_table_names(),
-    reason="the metadata of a dataset without files does not record its table name yet",
-)
 def test_a_dataset_without_files_keeps_its_table_name(tmp_path: Path) -> None:
     root = str(tmp_path)
     eager.store_dataframes_as_dataset(
@@ -260,7 +240,6 @@ def test_a_dataset_without_files_keeps_its_table_name(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(rows(pl.read_table(UUID, pstore(root))), rows(df_a()))
 
 
-@needs_table_names
 def test_compaction_keeps_the_table_name(tmp_path: Path) -> None:
     root = str(tmp_path)
     eager.store_dataframes_as_dataset(root, UUID, [df_a(), df_b()], table_name="foo")

@@ -1219,7 +1219,7 @@ def _run_demo(demo: _Demo, where: str) -> None:
 
     with demo.section(
         "compact: merge the small files the append left behind",
-        f'ktk_arrow.compact.compact("{where}", "{uuid}")',
+        f'ka.compact("{where}", "{uuid}")',
     ):
         before = len(commit.load(store, uuid).files)
         snap2, t2 = _timed(lambda: compact(store, uuid))

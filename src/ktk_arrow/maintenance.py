@@ -20,9 +20,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, overload
 
 from . import commit as committer
-from . import compact as compaction
 from . import write
 from .commit import DEFAULT_GC_GRACE, Change, Snapshot
+from .compact import Progress, run_compaction
 from .errors import DatasetNotFoundError, InvalidArgumentError
 from .spec import keys
 from .storage import Store, StoreLike, resolve_store
@@ -211,7 +211,7 @@ def compact(
     target_rows_per_file: int = DEFAULT_MAX_ROWS_PER_FILE,
     dry_run: bool = False,
     storage_options: dict[str, Any] | None = None,
-    progress: compaction.Progress | None = None,
+    progress: Progress | None = None,
 ) -> CompactResult:
     """Merge the small files of each partition into few large ones, as one commit.
 
@@ -223,7 +223,7 @@ def compact(
     ``dry_run`` only plans.
     """
     resolved = resolve_store(store, storage_options)
-    done = compaction.run_compaction(
+    done = run_compaction(
         resolved,
         dataset_uuid,
         partitions=partitions,

@@ -321,11 +321,6 @@ def _plan_write(
         table = base.table
     elif table is None:
         table = keys.TABLE
-    elif table != keys.TABLE and not _CHANGE_HAS_TABLE:
-        raise InvalidArgumentError(
-            f"table_name={table!r}: this ktk-arrow's committer cannot name a new dataset's "
-            "table yet; use the default 'table'"
-        )
     partition_list = _as_list(partition_on, "partition_on")
     index_list = _as_list(secondary_indices, "secondary_indices") or []
     replace_all = mode == "overwrite" and delete_scope is None
@@ -638,13 +633,12 @@ def _change(
 
 
 #: whether the committer takes a new dataset's table name (``Change.table``)
-_CHANGE_HAS_TABLE = "table" in {f.name for f in dataclasses.fields(Change)}
 
 
 def _with_table(change: Change, plan: WritePlan) -> Change:
     if plan.table == keys.TABLE:
         return change
-    return dataclasses.replace(change, table=plan.table)  # type: ignore[call-arg,unused-ignore]
+    return dataclasses.replace(change, table=plan.table)
 
 
 def scope_labels(
