@@ -486,3 +486,14 @@ def test_a_refused_put_whose_entry_vanished_rebuilds_on_the_newest_state(tmp_pat
     assert commit.put_entry(store, keys.log_key("ds", 1), b"{}") is False
     assert not store.exists(keys.log_key("ds", 1))  # nothing written behind the view
     assert ka.write_dataset(frame(1), store, "ds", mode="append").version == 1
+
+
+def test_an_index_build_over_a_file_deleted_behind_the_metadata_is_a_store_error(tmp_path):
+    store = LocalStore(str(tmp_path))
+    ka.write_dataset(frame(0), store, "ds", partition_on=["part"])
+    gone = next(iter(commit.load(store, "ds").files.values())).key
+    store.delete(gone)
+    with pytest.raises(ka.StoreError, match="is missing") as info:
+        ka.build_index(store, "ds", ["writer"])
+    assert gone in str(info.value) and "ktk check" in str(info.value)
+    assert commit.load(store, "ds").indices == {}  # nothing committed

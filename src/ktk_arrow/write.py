@@ -24,7 +24,14 @@ import pyarrow.parquet as pq
 
 from . import commit as committer
 from .commit import Change, Snapshot
-from .errors import DatasetExistsError, InvalidArgumentError, KtkError, SchemaMismatchError
+from .errors import (
+    CorruptMetadataError,
+    DatasetExistsError,
+    InvalidArgumentError,
+    KtkError,
+    SchemaMismatchError,
+    StoreError,
+)
 from .spec import index as spec_index
 from .spec import keys
 from .spec.metadata import DatasetMetadata, FileEntry, file_stats
@@ -70,7 +77,10 @@ def write_dataset(
 
     ``mode="create"`` refuses an existing dataset; ``"append"`` adds files
     (creating the dataset if needed); ``"overwrite"`` replaces the whole
-    dataset, or only the partitions matched by ``delete_scope``.
+    dataset, or only the partitions matched by ``delete_scope``.  A
+    ``delete_scope`` entry on an indexed column removes *whole files* that hold
+    the value, with all their other rows (kartothek's semantics; the returned
+    ``Snapshot.rows_removed`` says how many rows went).
     ``allow_empty`` makes empty input to an existing dataset a no-op
     (kartothek's update semantics) instead of an error.  ``table`` names the
     table of a new dataset (kartothek's ``table_name``, default ``"table"``);
@@ -862,7 +872,22 @@ def check_index_columns(base: DatasetMetadata, columns: Sequence[str]) -> None:
 def index_values(store: Store, entry: FileEntry, columns: Sequence[str]) -> dict[str, list[Any]]:
     """The distinct non-null values of ``columns`` in one data file."""
     fs = store.arrow_filesystem()
-    table = pq.read_table(store.path(entry.key), columns=list(columns), filesystem=fs)
+    try:
+        table = pq.read_table(store.path(entry.key), columns=list(columns), filesystem=fs)
+    except FileNotFoundError as exc:
+        raise StoreError(
+            f"data file {entry.key!r} is missing from {store.url!r} (deleted behind the "
+            f"metadata's back); {committer.check_hint(store, entry.key.split('/', 1)[0])}"
+        ) from exc
+    except pa.ArrowInvalid as exc:
+        raise CorruptMetadataError(
+            f"data file {entry.key!r} cannot be decoded to build an index ({exc}); "
+            f"{committer.check_hint(store, entry.key.split('/', 1)[0])}"
+        ) from exc
+    except OSError as exc:
+        raise StoreError(
+            f"reading data file {entry.key!r} from {store.url!r} failed ({exc}); retry"
+        ) from exc
     return {c: spec_index.values_in(table.column(c)) for c in columns}
 
 
