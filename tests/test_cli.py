@@ -147,10 +147,11 @@ def test_history(store, capsys):
     assert code == 0
     assert [line.split()[4] for line in out.splitlines()[2:]] == ["create", "append"]
     snaps = run_json(capsys, "history", store, UUID, "--json")
-    assert [(s["version"], s["operation"], s["rows_added"]) for s in snaps] == [
-        (0, "create", 60),
-        (1, "append", 30),
+    assert [(s["version"], s["operation"], s["rows_added"], s["rows_removed"]) for s in snaps] == [
+        (0, "create", 60, 0),
+        (1, "append", 30, 0),
     ]
+    assert out.splitlines()[0].split()[-2:] == ["rows", "removed"]
 
 
 # -- query ----------------------------------------------------------------------

@@ -719,6 +719,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                     "files_added": s.files_added,
                     "files_removed": s.files_removed,
                     "rows_added": s.rows_added,
+                    "rows_removed": s.rows_removed,
                 }
                 for s in snapshots
             ]
@@ -732,12 +733,21 @@ def cmd_history(args: argparse.Namespace) -> int:
             f"+{s.files_added}",
             f"-{s.files_removed}",
             _count(s.rows_added),
+            _count(s.rows_removed),
         ]
         for s in snapshots
     ]
-    # rows_added counts the rows of the files a commit wrote (for compact: rewritten rows)
-    header = ["version", "timestamp", "operation", "files added", "files removed", "rows written"]
-    print(format_rows(header, rows, [True, False, False, True, True, True]))
+    # a compaction rewrites rows: it adds and removes none
+    header = [
+        "version",
+        "timestamp",
+        "operation",
+        "files added",
+        "files removed",
+        "rows added",
+        "rows removed",
+    ]
+    print(format_rows(header, rows, [True, False, False, True, True, True, True]))
     return 0
 
 
