@@ -422,9 +422,9 @@ def test_a_dataframe_without_columns_is_a_clear_error(backend: Backend) -> None:
 # -- 4. input shapes --------------------------------------------------------------------
 
 
+# a bag / ddf holds frames, not lists of them
+@pytest.mark.parametrize("backend", ["eager", "iter", "delayed"], indirect=True)
 def test_nested_lists_of_frames_are_batches_like_plateau(backend: Backend, proot: str) -> None:
-    if backend.name in ("bag", "ddf"):
-        pytest.skip("a bag / ddf holds frames, not lists of them")
     nested = [[df_a(), df_b()], df_a().assign(x=[7, 8, 9])]
     backend.store(nested)
     pl.store_dataframes_as_dataset(pstore(proot), UUID, nested)
