@@ -47,7 +47,7 @@ class KartothekPartitioning:
     def __init__(self, schema: pa.Schema, partition_keys: tuple[str, ...] | list[str]) -> None:
         self.partition_keys = tuple(partition_keys)
         self.schema = pa.schema(
-            [pa.field(k, _plain_type(schema.field(k).type)) for k in self.partition_keys]
+            [pa.field(k, plain_type(schema.field(k).type)) for k in self.partition_keys]
         )
 
     @property
@@ -91,7 +91,8 @@ class KartothekPartitioning:
         return hash((self.partition_keys, self.schema))
 
 
-def _plain_type(t: pa.DataType) -> pa.DataType:
+def plain_type(t: pa.DataType) -> pa.DataType:
+    """A dictionary type's value type (partition values are plain scalars); else ``t``."""
     return t.value_type if pa.types.is_dictionary(t) else t
 
 
@@ -103,7 +104,7 @@ def _dataset_schema(meta: DatasetMetadata) -> pa.Schema:
     for f in meta.schema:
         if f.name.startswith("__index_level_"):
             continue
-        t = _plain_type(f.type) if f.name in meta.partition_keys else f.type
+        t = plain_type(f.type) if f.name in meta.partition_keys else f.type
         fields.append(pa.field(f.name, t))
     return pa.schema(fields, metadata=meta.schema.metadata)
 

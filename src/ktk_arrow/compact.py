@@ -175,10 +175,6 @@ def _selected_labels(meta: DatasetMetadata, partitions: Any) -> set[str]:
     return {t.label for t in planning.plan(meta, scan_filter, None)}
 
 
-def _plain_type(t: pa.DataType) -> pa.DataType:
-    return t.value_type if pa.types.is_dictionary(t) else t
-
-
 def _read_group(store: Store, meta: DatasetMetadata, group: CompactionGroup) -> Iterator[pa.Table]:
     """Each file of ``group`` with its partition columns restored."""
     assert meta.schema is not None
@@ -193,7 +189,7 @@ def _read_group(store: Store, meta: DatasetMetadata, group: CompactionGroup) -> 
         for column in meta.partition_keys:
             if column in table.column_names:  # some old writers kept partition columns
                 table = table.drop_columns([column])
-            arrow_type = _plain_type(meta.schema.field(column).type)
+            arrow_type = arrow.plain_type(meta.schema.field(column).type)
             value = values.get(column)
             array = (
                 pa.nulls(table.num_rows, arrow_type)
