@@ -500,6 +500,8 @@ class Change:
     #: the table name of a dataset this change creates (``None``: kartothek's
     #: ``"table"``); an existing dataset keeps its own
     table: str | None = None
+    #: dataset settings to set (merged into the current ones; a value of None unsets)
+    settings: Mapping[str, Any] | None = None
 
 
 _UNKNOWN: Any = object()
@@ -595,6 +597,7 @@ def _is_noop(base: DatasetMetadata, new: DatasetMetadata, change: Change) -> boo
         and dict(new.indices) == dict(base.indices)
         and new.partition_keys == base.partition_keys
         and dict(new.user_metadata) == dict(base.user_metadata)
+        and dict(new.settings) == dict(base.settings)
         and same_schema
     )
 
@@ -781,6 +784,12 @@ def _apply(
     user_metadata = dict(base.user_metadata)
     if change.user_metadata:
         user_metadata.update(change.user_metadata)
+    settings = dict(base.settings)
+    for name, value in (change.settings or {}).items():
+        if value is None:
+            settings.pop(name, None)
+        else:
+            settings[name] = value
     partition_keys = base.partition_keys
     schema = base.schema
     if change.schema is not None and (not base.files or removed == set(base.files)):
@@ -813,6 +822,7 @@ def _apply(
         schema=schema,
         commit=info,
         managed=True,
+        settings=settings,
     )
 
 

@@ -166,6 +166,8 @@ class DatasetMetadata:
     #: ``time.monotonic()`` when this state was read as the latest (0: unknown);
     #: a commit rebuilds on a fresh read when its base is older than a minute
     loaded_at: float = field(default=0.0, compare=False)
+    #: dataset settings kept with the snapshot (``view``, ``auto_compact``, ...)
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def version(self) -> int:
@@ -241,6 +243,8 @@ class DatasetMetadata:
             ext["schema"] = base64.b64encode(self.schema.serialize().to_pybytes()).decode()
         if self.table != keys.TABLE:  # a dataset without files names its table nowhere else
             ext["table"] = self.table
+        if self.settings:
+            ext["settings"] = dict(self.settings)
         out[EXTENSION_KEY] = ext
         return out
 
@@ -330,6 +334,7 @@ class DatasetMetadata:
             if "commit" in ext
             else CommitInfo(0, _creation_time(data), "external"),
             managed=bool(ext),
+            settings=_settings(ext.get("settings"), source),
         )
 
     @classmethod
@@ -347,6 +352,14 @@ class DatasetMetadata:
         except Exception as exc:
             raise CorruptMetadataError(f"{source} is not valid msgpack.zstd: {exc}") from exc
         return cls.from_dict(data, source=source)
+
+
+def _settings(raw: Any, source: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise CorruptMetadataError(f"{source}: {EXTENSION_KEY}.settings is not an object")
+    return dict(raw)
 
 
 _STATS_MAX_TEXT = 64
