@@ -83,6 +83,13 @@ UrlAndOptions = tuple[str, dict[str, Any]]
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("KTK_ARROW_TEST_LAZY"):
+        # every dataset as a large one: lazy views, roots with segments, index tails
+        from ktk_arrow import commit
+        from ktk_arrow.spec import manifest
+
+        commit.EAGER_MAX_FILES = commit.EAGER_MAX_PAIRS = -1
+        manifest.INLINE_MAX, manifest.FANIN = 2, 3
     for name, what in [
         ("emulator", "needs a storage emulator process (moto, azurite or fake-gcs-server)"),
         ("s3", "runs against the S3 emulator (moto server)"),

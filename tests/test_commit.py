@@ -137,7 +137,14 @@ def test_planning_reads_two_objects_whatever_the_history(tmp_path, monkeypatch):
         calls.append(key)
         return real_get(self, key)
 
+    real_prefix = LocalStore.get_prefix
+
+    def counting_prefix(self, key, length):
+        calls.append(key)
+        return real_prefix(self, key, length)
+
     monkeypatch.setattr(LocalStore, "get", counting_get)
+    monkeypatch.setattr(LocalStore, "get_prefix", counting_prefix)
     monkeypatch.setattr(LocalStore, "list", lambda *a, **k: pytest.fail("planning must not list"))
     ds = ka.dataset(store, "ds")
     assert ds.version == 25

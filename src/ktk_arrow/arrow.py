@@ -317,7 +317,7 @@ class KartothekDataset(ds.FileSystemDataset):
 def _rebuild(
     store: Store, raw_metadata: bytes, tasks: list[FileTask], scan_filter: ScanFilter
 ) -> KartothekDataset:
-    meta = DatasetMetadata.from_json(raw_metadata)
+    meta = DatasetMetadata.from_json(raw_metadata, loader=commit.segment_loader(store))
     dataset_ = KartothekDataset(store, meta, tasks, scan_filter)
     return _refilter(dataset_)
 

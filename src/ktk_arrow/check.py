@@ -250,7 +250,9 @@ class _Checker:
             if raw is None:  # expired since the listing
                 continue
             try:
-                entry = DatasetMetadata.from_json(raw, source=key)
+                entry = DatasetMetadata.from_json(
+                    raw, source=key, loader=commit.segment_loader(self.store)
+                )
             except CorruptMetadataError as exc:
                 self.problem("log_entry_corrupt", key, str(exc))
                 continue

@@ -47,12 +47,14 @@ from .errors import (
     ViewLagWarning,
 )
 from .spec import index as spec_index
-from .spec import keys
+from .spec import keys, manifest
 from .spec.metadata import (
+    EXTENSION_KEY,
     TOMBSTONE_OPERATION,
     CommitInfo,
     DatasetMetadata,
     FileEntry,
+    IndexSegment,
     is_own_key,
 )
 from .spec.schema import common_metadata_bytes, schema_from_common_metadata
@@ -106,15 +108,54 @@ class Snapshot:
 # -- reading --------------------------------------------------------------------
 
 
-def _parse(raw: bytes, source: str) -> DatasetMetadata:
-    return DatasetMetadata.from_json(raw, source=source)
+def _parse(raw: bytes, source: str, store: Store | None = None) -> DatasetMetadata:
+    return DatasetMetadata.from_json(
+        raw, source=source, loader=None if store is None else segment_loader(store)
+    )
+
+
+#: decoded manifest segments (immutable, so a process reads each once): (store url, key) -> table
+_SEGMENTS: dict[tuple[str, str], pa.Table] = {}
+_SEGMENT_CACHE_ROWS = 4_000_000
+_SEGMENTS_LOCK = threading.Lock()
+
+
+def read_segment(store: Store, segment: manifest.Segment) -> pa.Table:
+    """The table of a manifest segment; a missing or damaged one names the key and the fix."""
+    cache_key = (store.url, segment.key)
+    with _SEGMENTS_LOCK:
+        cached = _SEGMENTS.get(cache_key)
+    if cached is not None:
+        return cached
+    try:
+        raw = store.get(segment.key)
+    except FileNotFoundError as exc:
+        raise StoreError(
+            f"manifest segment {segment.key!r} is missing from {store.url!r}; "
+            f"{check_hint(store, segment.key.split('/', 1)[0])}"
+        ) from exc
+    table = manifest.decode(raw, segment.key)
+    if table.num_rows != segment.files:
+        raise CorruptMetadataError(
+            f"manifest segment {segment.key!r} lists {table.num_rows} files, its root says "
+            f"{segment.files}; {check_hint(store, segment.key.split('/', 1)[0])}"
+        )
+    with _SEGMENTS_LOCK:
+        if sum(t.num_rows for t in _SEGMENTS.values()) + table.num_rows > _SEGMENT_CACHE_ROWS:
+            _SEGMENTS.clear()
+        _SEGMENTS[cache_key] = table
+    return table
+
+
+def segment_loader(store: Store) -> Callable[[manifest.Segment], pa.Table]:
+    return lambda segment: read_segment(store, segment)
 
 
 def load_view(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
     """The view as stored (JSON, else msgpack), without consulting the log."""
     raw = store.get_or_none(keys.metadata_key(dataset_uuid))
     if raw is not None:
-        view = _parse(raw, keys.metadata_key(dataset_uuid))
+        view = _parse(raw, keys.metadata_key(dataset_uuid), store)
     else:
         raw = store.get_or_none(keys.msgpack_metadata_key(dataset_uuid))
         if raw is None:
@@ -128,14 +169,16 @@ def load_view(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
     return view
 
 
-def parse_entry(raw: bytes, dataset_uuid: str, version: int) -> DatasetMetadata:
+def parse_entry(
+    raw: bytes, dataset_uuid: str, version: int, store: Store | None = None
+) -> DatasetMetadata:
     """A log entry, checked against its key: a copied or misnumbered entry is corrupt.
 
     Rolling forward trusts that entry ``N`` holds version ``N``; an entry that
     says otherwise would make every reader loop or travel to the wrong state.
     """
     key = keys.log_key(dataset_uuid, version)
-    meta = _parse(raw, key)
+    meta = _parse(raw, key, store)
     if meta.uuid != dataset_uuid:
         raise CorruptMetadataError(
             f"log entry {key!r} belongs to dataset {meta.uuid!r}: it was copied from another "
@@ -152,7 +195,7 @@ def parse_entry(raw: bytes, dataset_uuid: str, version: int) -> DatasetMetadata:
 def read_entry(store: Store, dataset_uuid: str, version: int) -> DatasetMetadata | None:
     """Log entry ``version``, or ``None`` if there is none."""
     raw = store.get_or_none(keys.log_key(dataset_uuid, version))
-    return None if raw is None else parse_entry(raw, dataset_uuid, version)
+    return None if raw is None else parse_entry(raw, dataset_uuid, version, store)
 
 
 def _check_follows(entry: DatasetMetadata, previous: DatasetMetadata) -> None:
@@ -180,8 +223,61 @@ def load_latest(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
     return None if meta is None else replace(meta, loaded_at=started)
 
 
+#: a reader first fetches this much of the view: all of a small one, or the head of a
+#: large one, whose leading extension says whether the view is lazy
+VIEW_PREFIX = 64 * 1024
+
+
+def _lazy_view_version(prefix: bytes) -> int | None:
+    """The version of a lazy view, read from its first bytes; ``None``: not a lazy view."""
+    lead = b'{"' + EXTENSION_KEY.encode() + b'":'
+    if not prefix.startswith(lead):
+        return None
+    try:
+        ext, _ = json.JSONDecoder().raw_decode(prefix.decode("utf-8", "replace"), len(lead))
+        if isinstance(ext, dict) and ext.get("lazy") is True:
+            return int(ext["commit"]["version"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return None
+
+
+def _fast_view(store: Store, dataset_uuid: str) -> DatasetMetadata | int | None:
+    """The view, or the version of a lazy view (whose files the reader does not need)."""
+    key = keys.metadata_key(dataset_uuid)
+    prefix = store.get_prefix(key, VIEW_PREFIX)
+    if prefix is None:
+        return load_view(store, dataset_uuid)  # msgpack, or none
+    lazy = _lazy_view_version(prefix)
+    if lazy is not None:
+        return lazy
+    raw = prefix if len(prefix) < VIEW_PREFIX else store.get(key)
+    view = _parse(raw, key, store)
+    if view.uuid != dataset_uuid:
+        return load_view(store, dataset_uuid)  # raises, naming the copy
+    return view
+
+
+def read_head(store: Store, dataset_uuid: str, at_least: int) -> DatasetMetadata | None:
+    """The head (a copy of the newest root of a lazily viewed dataset), if not older."""
+    key = keys.head_key(dataset_uuid)
+    raw = store.get_or_none(key)
+    if raw is not None:
+        head = _parse(raw, key, store)
+        if head.uuid == dataset_uuid and head.managed and head.version >= at_least:
+            # the head is a copy: the entry of its version must be the same commit
+            return head
+    return read_entry(store, dataset_uuid, at_least)
+
+
 def _load_latest(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
-    view = load_view(store, dataset_uuid)
+    view = _fast_view(store, dataset_uuid)
+    if isinstance(view, int):
+        start = read_head(store, dataset_uuid, view)
+        if start is None:
+            return _load_from_log_only(store, dataset_uuid)
+        latest = _roll_forward(store, dataset_uuid, start)
+        return None if latest is None else replace(latest, view_version=view)
     if view is None:
         return _load_from_log_only(store, dataset_uuid)
     if view.managed:
@@ -202,7 +298,9 @@ def exists(store: Store, dataset_uuid: str) -> bool:
     """
     keys.validate_uuid(dataset_uuid)
     try:
-        view = load_view(store, dataset_uuid)
+        view = _fast_view(store, dataset_uuid)
+        if isinstance(view, int):
+            return _load_latest(store, dataset_uuid) is not None
         if view is None:
             return _load_from_log_only(store, dataset_uuid) is not None
         if not view.managed:
@@ -774,28 +872,39 @@ def _apply(
     if base.commit.timestamp >= now:  # keep timestamps strictly increasing for as_of
         now = base.commit.timestamp + timedelta(microseconds=1)
     removed = set(change.remove(base)) if change.remove is not None else set()
-    files = {label: entry for label, entry in base.files.items() if label not in removed}
-    clash = [e.label for e in change.add if e.label in files]
-    if clash:
-        raise CorruptMetadataError(f"file labels {clash[:3]} already exist in {dataset_uuid!r}")
-    for entry in change.add:
-        files[entry.label] = entry
-    indices = _new_indices(store, dataset_uuid, base, change, removed, files, now, written)
-    user_metadata = dict(base.user_metadata)
-    if change.user_metadata:
-        user_metadata.update(change.user_metadata)
-    settings = dict(base.settings)
-    for name, value in (change.settings or {}).items():
-        if value is None:
-            settings.pop(name, None)
-        else:
-            settings[name] = value
-    partition_keys = base.partition_keys
+    full_overwrite = change.schema is not None and bool(removed) and len(removed) == len(base.files)
     schema = base.schema
-    if change.schema is not None and (not base.files or removed == set(base.files)):
+    partition_keys = base.partition_keys
+    if change.schema is not None and (not base.files or full_overwrite):
         schema = change.schema
         if change.partition_keys is not None:
             partition_keys = tuple(change.partition_keys)
+    version = base.version + 1
+    files: Mapping[str, FileEntry]
+    if _lazy_after(base, change):
+        files = _lazy_files(
+            store, dataset_uuid, base, change, removed, version, written, partition_keys, schema
+        )
+        indices, index_tail, index_pairs = _lazy_indices(
+            store, dataset_uuid, base, change, removed, files, version, written, schema, now
+        )
+    else:
+        files = {label: entry for label, entry in base.files.items() if label not in removed}
+        clash = [e.label for e in change.add if e.label in files]
+        if clash:
+            raise CorruptMetadataError(
+                f"file labels {clash[:3]} already exist in {dataset_uuid!r}"
+            )
+        for entry in change.add:
+            files[entry.label] = entry
+        indices, index_pairs = _new_indices(
+            store, dataset_uuid, base, change, removed, files, now, written
+        )
+        index_tail = {}
+    user_metadata = dict(base.user_metadata)
+    if change.user_metadata:
+        user_metadata.update(change.user_metadata)
+    settings = _merged_settings(base.settings, change.settings)
     rows_added = _row_sum([e.rows for e in change.add])
     rows_removed = _row_sum([base.files[label].rows for label in sorted(removed)])
     if change.rewrite:  # compaction: the same rows in other files
@@ -823,7 +932,267 @@ def _apply(
         commit=info,
         managed=True,
         settings=settings,
+        index_tail=index_tail,
+        index_pairs=index_pairs,
     )
+
+
+def _merged_settings(
+    current: Mapping[str, Any], changes: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    settings = dict(current)
+    for name, value in (changes or {}).items():
+        if value is None:
+            settings.pop(name, None)
+        else:
+            settings[name] = value
+    return settings
+
+
+#: beyond these a dataset's view is refreshed lazily and its roots use segments
+EAGER_MAX_FILES = 1000
+EAGER_MAX_PAIRS = 100_000
+#: a lazy view is refreshed once its cost per commit since the last refresh drops below this
+VIEW_BYTES_PER_COMMIT = 64 * 1024
+#: about the bytes one file takes in a view
+VIEW_BYTES_PER_FILE = 250
+VIEW_MODES = ("auto", "eager", "lazy")
+
+
+def _index_pair_count(meta: DatasetMetadata) -> int:
+    tails = sum(t.pairs or 0 for tail in meta.index_tail.values() for t in tail)
+    return sum(meta.index_pairs.values()) + tails
+
+
+def is_lazy(meta: DatasetMetadata, extra_files: int = 0, extra_pairs: int = 0) -> bool:
+    """Whether the dataset's view is refreshed lazily (and its roots point at segments)."""
+    mode = meta.settings.get("view", "auto")
+    if mode == "eager":
+        return False
+    if mode == "lazy":
+        return True
+    return (
+        len(meta.files) + extra_files > EAGER_MAX_FILES
+        or _index_pair_count(meta) + extra_pairs > EAGER_MAX_PAIRS
+    )
+
+
+def _lazy_after(base: DatasetMetadata, change: Change) -> bool:
+    settings = _merged_settings(base.settings, change.settings)
+    probe = replace(base, settings=settings)
+    pairs = sum(spec_index.as_index(d).pairs.num_rows for d in change.index_delta.values())
+    pairs += sum(spec_index.as_index(d).pairs.num_rows for d in change.index_full.values())
+    return is_lazy(probe, len(change.add), pairs)
+
+
+def _segment_table_of(
+    entries: Sequence[FileEntry],
+    dataset_uuid: str,
+    partition_keys: tuple[str, ...],
+    schema: pa.Schema | None,
+) -> pa.Table:
+    shape = DatasetMetadata(uuid=dataset_uuid, partition_keys=partition_keys, schema=schema)
+    return manifest.to_table(entries, partition_keys, schema, shape.partition_values)
+
+
+def _write_segment(
+    store: Store,
+    dataset_uuid: str,
+    version: int,
+    table: pa.Table,
+    level: int,
+    partition_keys: tuple[str, ...],
+    written: list[str],
+) -> manifest.Segment:
+    key = keys.segment_key(dataset_uuid, version, uuidlib.uuid4().hex[:8])
+    IN_FLIGHT.add(store, [key])
+    written.append(key)
+    store.put(key, manifest.encode(table))
+    rows = table.column(manifest.ROWS)
+    total = None if rows.null_count else int(pa.compute.sum(rows).as_py() or 0)
+    segment = manifest.Segment(
+        key, table.num_rows, total, level, manifest.bounds_of(table, partition_keys)
+    )
+    with _SEGMENTS_LOCK:
+        _SEGMENTS[(store.url, key)] = table
+    return segment
+
+
+def _lazy_files(
+    store: Store,
+    dataset_uuid: str,
+    base: DatasetMetadata,
+    change: Change,
+    removed: set[str],
+    version: int,
+    written: list[str],
+    partition_keys: tuple[str, ...],
+    schema: pa.Schema | None,
+) -> manifest.LazyFiles:
+    """The new snapshot's files as inline ones and segments, writing only what changed.
+
+    An append adds inline files (and, past ``INLINE_MAX``, one segment of
+    them); a removal rewrites only the segments that held removed files;
+    ``FANIN`` segments of one level are merged into one of the next.
+    """
+    inline = {label: e for label, e in base.inline_files.items() if label not in removed}
+    segments: list[manifest.Segment] = []
+    if partition_keys != base.partition_keys:
+        # a full overwrite with other partition keys: no segment survives it
+        gone = set(base.files) - removed
+        if gone:
+            raise CorruptMetadataError(f"partition keys changed while files {sorted(gone)[:3]} stay")
+    else:
+        in_segments = removed - set(base.inline_files)
+        for segment in base.segments:
+            if not in_segments:
+                segments.append(segment)
+                continue
+            table = read_segment(store, segment)
+            hit = pa.compute.is_in(
+                table.column(manifest.LABEL), value_set=pa.array(sorted(in_segments), pa.string())
+            )
+            if not pa.compute.any(hit).as_py():
+                segments.append(segment)
+                continue
+            rest = table.filter(pa.compute.invert(hit))
+            if rest.num_rows:
+                segments.append(
+                    _write_segment(
+                        store,
+                        dataset_uuid,
+                        version,
+                        rest,
+                        manifest.level_of(rest.num_rows),
+                        partition_keys,
+                        written,
+                    )
+                )
+    for entry in change.add:
+        if entry.label in inline:
+            raise CorruptMetadataError(f"file label {entry.label!r} already exists in {dataset_uuid!r}")
+        inline[entry.label] = entry
+    if len(inline) > manifest.INLINE_MAX:
+        table = _segment_table_of(list(inline.values()), dataset_uuid, partition_keys, schema)
+        segments.append(
+            _write_segment(
+                store,
+                dataset_uuid,
+                version,
+                table,
+                manifest.level_of(table.num_rows),
+                partition_keys,
+                written,
+            )
+        )
+        inline = {}
+    while (chosen := manifest.merge_plan([s.level for s in segments])) is not None:
+        parts = [read_segment(store, segments[i]) for i in chosen]
+        merged = manifest.concat(parts, partition_keys, schema)
+        level = max(manifest.level_of(merged.num_rows), segments[chosen[0]].level + 1)
+        new = _write_segment(
+            store, dataset_uuid, version, merged, level, partition_keys, written
+        )
+        segments = [s for i, s in enumerate(segments) if i not in chosen] + [new]
+    return manifest.LazyFiles(inline, segments, segment_loader(store))
+
+
+#: index pairs an index segment of level 0 holds at most, divided by ``FANIN``
+INDEX_UNIT = 4096
+
+
+def _index_level(pairs: int) -> int:
+    return manifest.level_of(pairs * manifest.INLINE_MAX // INDEX_UNIT)
+
+
+def _put_index(
+    store: Store,
+    key: str,
+    column: str,
+    schema: pa.Schema | None,
+    index: spec_index.IndexMap,
+    written: list[str],
+) -> int:
+    value_type = schema.field(column).type if schema is not None else pa.string()
+    IN_FLIGHT.add(store, [key])
+    written.append(key)
+    store.put(key, spec_index.to_parquet(column, value_type, index))
+    return int(spec_index.as_index(index).pairs.num_rows)
+
+
+def _lazy_indices(
+    store: Store,
+    dataset_uuid: str,
+    base: DatasetMetadata,
+    change: Change,
+    removed: set[str],
+    files: manifest.LazyFiles,
+    version: int,
+    written: list[str],
+    schema: pa.Schema | None,
+    now: datetime,
+) -> tuple[
+    dict[str, str | Mapping[Any, list[str]]], dict[str, tuple[IndexSegment, ...]], dict[str, int]
+]:
+    """Index changes as new segments: a commit writes the index of its own files only.
+
+    Removed files stay in older index segments; lookups intersect with the
+    snapshot's files, and a view refresh writes whole, exact indices.
+    """
+    dropped = set(change.drop_indices)
+    full_overwrite = change.schema is not None and bool(removed) and len(removed) == len(base.files)
+    indices: dict[str, str | Mapping[Any, list[str]]] = {}
+    tails: dict[str, tuple[IndexSegment, ...]] = {}
+    pairs: dict[str, int] = {}
+    if not full_overwrite:
+        indices = {c: r for c, r in base.indices.items() if c not in dropped}
+        tails = {c: t for c, t in base.index_tail.items() if c in indices}
+        pairs = {c: n for c, n in base.index_pairs.items() if c in indices}
+    if not len(files):
+        return {}, {}, {}
+    kept = len(base.files) - len(removed) if not full_overwrite else 0
+    columns = (set(indices) | set(change.index_delta) | set(change.index_full)) - dropped
+    for column in sorted(columns):
+        if column in change.index_full:
+            if change.read_version is not None and change.read_version != base.version:
+                raise CommitConflictError(
+                    f"dataset {dataset_uuid!r} changed while the index on {column!r} was built"
+                )
+            full = spec_index.as_index(change.index_full[column]).only_labels(list(files))
+            key = keys.index_key(dataset_uuid, column, now, uuidlib.uuid4().hex[:8])
+            indices[column] = key
+            pairs[column] = _put_index(store, key, column, schema, full, written)
+            tails.pop(column, None)
+            continue
+        if column not in indices and kept:
+            continue  # dropped concurrently (see _new_indices)
+        if column not in change.index_delta and change.add:
+            raise InvalidArgumentError(
+                f"dataset {dataset_uuid!r} has a secondary index on {column!r}; "
+                "the new data must be indexed on it too"
+            )
+        delta = spec_index.as_index(change.index_delta.get(column, {}))
+        if not delta:
+            continue
+        if column not in indices:
+            key = keys.index_key(dataset_uuid, column, now, uuidlib.uuid4().hex[:8])
+            indices[column] = key
+            pairs[column] = _put_index(store, key, column, schema, delta, written)
+            continue
+        key = keys.index_segment_key(dataset_uuid, column, version, uuidlib.uuid4().hex[:8])
+        count = _put_index(store, key, column, schema, delta, written)
+        tail = [*tails.get(column, ()), IndexSegment(key, count, _index_level(count))]
+        while (chosen := manifest.merge_plan([t.level for t in tail])) is not None:
+            merged = spec_index.Index()
+            for i in chosen:
+                merged = spec_index.merge(merged, _read_index_file(store, base, column, tail[i].key))
+            key = keys.index_segment_key(dataset_uuid, column, version, uuidlib.uuid4().hex[:8])
+            count = _put_index(store, key, column, schema, merged, written)
+            level = max(_index_level(count), tail[chosen[0]].level + 1)
+            tail = [t for i, t in enumerate(tail) if i not in chosen]
+            tail.append(IndexSegment(key, count, level))
+        tails[column] = tuple(tail)
+    return indices, {c: t for c, t in tails.items() if t}, pairs
 
 
 def _new_indices(
@@ -835,8 +1204,8 @@ def _new_indices(
     files: Mapping[str, FileEntry],
     now: datetime,
     written: list[str],
-) -> dict[str, str | Mapping[Any, list[str]]]:
-    """Write the index files this commit needs and return the new ``indices`` mapping."""
+) -> tuple[dict[str, str | Mapping[Any, list[str]]], dict[str, int]]:
+    """Write the index files this commit needs: the new ``indices``, and their pair counts."""
     dropped = set(change.drop_indices)
     out: dict[str, str | Mapping[Any, list[str]]] = {
         column: ref for column, ref in base.indices.items() if column not in dropped
@@ -847,8 +1216,9 @@ def _new_indices(
         columns = (set(change.index_delta) | set(change.index_full)) - dropped
         out = {}
     kept = set(base.files) - removed  # files of the base that stay
+    pairs = {c: n for c, n in base.index_pairs.items() if c in out and not base.index_tail.get(c)}
     if not files:
-        return {}
+        return {}, {}
     schema = change.schema if change.schema is not None else base.schema
     for column in sorted(columns):
         if column in change.index_full:
@@ -863,7 +1233,7 @@ def _new_indices(
                 # the new files alone would hide the other files' rows from filters
                 continue
             delta = spec_index.as_index(change.index_delta.get(column, {}))
-            if not removed and not delta:
+            if not removed and not delta and not base.index_tail.get(column):
                 continue
             if column in base.indices and (not removed or removed != set(base.files)):
                 current = read_index(store, base, column)
@@ -877,13 +1247,10 @@ def _new_indices(
                 )
             merged = spec_index.merge(spec_index.remove_labels(current, removed), delta)
         merged = spec_index.as_index(merged).only_labels(list(files))
-        value_type = schema.field(column).type if schema is not None else pa.string()
         key = keys.index_key(dataset_uuid, column, now, uuidlib.uuid4().hex[:8])
-        IN_FLIGHT.add(store, [key])
-        written.append(key)
-        store.put(key, spec_index.to_parquet(column, value_type, merged))
+        pairs[column] = _put_index(store, key, column, schema, merged, written)
         out[column] = key
-    return out
+    return out, {c: n for c, n in pairs.items() if c in out}
 
 
 def check_hint(store: Store, dataset_uuid: str) -> str:
@@ -892,7 +1259,7 @@ def check_hint(store: Store, dataset_uuid: str) -> str:
 
 
 def read_index(store: Store, meta: DatasetMetadata, column: str) -> spec_index.IndexMap:
-    """The secondary index of ``column`` in state ``meta``.
+    """The secondary index of ``column`` in state ``meta``: its base and tail, exact.
 
     A missing index file is a ``StoreError`` (an ``OSError``, as for a missing
     data file); one that is unreadable, or not an index of the column's type,
@@ -901,6 +1268,19 @@ def read_index(store: Store, meta: DatasetMetadata, column: str) -> spec_index.I
     ref = meta.indices.get(column)
     if ref is None:
         raise InvalidArgumentError(f"dataset {meta.uuid!r} has no secondary index on {column!r}")
+    index = _read_index_file(store, meta, column, ref)
+    tail = meta.index_tail.get(column, ())
+    if not tail:
+        return index
+    for segment in tail:
+        index = spec_index.merge(index, _read_index_file(store, meta, column, segment.key))
+    # older segments still name files removed since: only the snapshot's files count
+    return spec_index.as_index(index).only_labels(list(meta.files))
+
+
+def _read_index_file(
+    store: Store, meta: DatasetMetadata, column: str, ref: str | Mapping[Any, list[str]]
+) -> spec_index.IndexMap:
     value_type = meta.schema.field(column).type if meta.schema is not None else None
     what = f"index file {ref!r}" if isinstance(ref, str) else "the embedded index"
     what = f"{what} of column {column!r} of dataset {meta.uuid!r} (version {meta.version})"
@@ -925,11 +1305,9 @@ def read_index(store: Store, meta: DatasetMetadata, column: str) -> spec_index.I
 
 def _discard_index_files(store: Store, base: DatasetMetadata | None, lost: DatasetMetadata) -> None:
     """Index files written for a commit that provably lost the race are garbage: drop them now."""
-    old = set(base.indices.values()) if base is not None else set()
+    old = metadata_keys(base) if base is not None else set()
     with contextlib.suppress(StoreError):  # gc removes what is left
-        store.delete_many(
-            [ref for ref in lost.indices.values() if isinstance(ref, str) and ref not in old]
-        )
+        store.delete_many(sorted(metadata_keys(lost) - old))
 
 
 VIEW_ATTEMPTS = 3
@@ -973,16 +1351,18 @@ def _publish(
     *,
     strict: bool = False,
 ) -> None:
-    """Rewrite the view after a won commit, and keep it from regressing.
+    """Publish a won commit (the view, or the head of a lazily viewed dataset), never regressing.
 
-    After writing view ``N`` it probes log entry ``N+1``: a slower writer's
-    stale view is thus always replaced by the newest one.  The commit is in
-    whatever happens here, so a store failure is retried and then reported as
-    a ``ViewLagWarning`` (``strict``: raised), never as a failed commit.  A
-    newer entry that was not built on the one just published means the log
-    is damaged: ``CorruptMetadataError``.  ``raw`` is ``new`` serialised already.
+    After writing view (or head) ``N`` it probes log entry ``N+1``: a slower
+    writer's stale one is thus always replaced by the newest one.  The commit
+    is in whatever happens here, so a store failure is retried and then
+    reported as a ``ViewLagWarning`` (``strict``: raised), never as a failed
+    commit.  A newer entry that was not built on the one just published
+    means the log is damaged: ``CorruptMetadataError``.  ``raw`` is ``new``
+    serialised already.
     """
     current, body = new, raw or new.to_json()
+    view_version = base.view_version if base is not None else -1
     while True:
         if current.commit.is_tombstone:
             return  # deleted meanwhile: no view to write
@@ -992,7 +1372,13 @@ def _publish(
             return store.get_or_none(key)
 
         try:
-            _write_view(store, dataset_uuid, current, base, body)
+            if is_lazy(current):
+                _retrying(lambda: store.put(keys.head_key(dataset_uuid), body))
+                if _view_due(current, base, view_version):
+                    write_lazy_view(store, dataset_uuid, current)
+                    view_version = current.version
+            else:
+                _write_view(store, dataset_uuid, current, base, body)
             found: bytes | None = _retrying(probe)
         except StoreError as exc:
             if strict:
@@ -1009,9 +1395,64 @@ def _publish(
             return
         if found is None:
             return
-        entry = parse_entry(found, dataset_uuid, current.version + 1)
+        entry = parse_entry(found, dataset_uuid, current.version + 1, store)
         _check_follows(entry, current)
         base, current, body = current, entry, found
+
+
+def _view_due(meta: DatasetMetadata, base: DatasetMetadata | None, view_version: int) -> bool:
+    """Whether a lazy view is refreshed with ``meta``: amortised over the commits since the last.
+
+    The view must hold every file, so refreshing it costs O(files); doing so
+    once its lag times ``VIEW_BYTES_PER_COMMIT`` exceeds its size keeps the
+    cost per commit bounded.  A view not yet lazy (the dataset just grew past
+    the eager limits) and a changed schema (plateau reads ``_common_metadata``
+    with the view) are refreshed at once; ``view="lazy"`` only then.
+    """
+    if view_version < 0 or base is None:
+        return True
+    if base.schema is not None and meta.schema is not None and not meta.schema.equals(base.schema):
+        return True
+    if meta.settings.get("view") == "lazy":
+        return False
+    lag = meta.version - view_version
+    return lag * VIEW_BYTES_PER_COMMIT >= len(meta.files) * VIEW_BYTES_PER_FILE
+
+
+def write_lazy_view(store: Store, dataset_uuid: str, meta: DatasetMetadata) -> None:
+    """Write the full kartothek view of ``meta``, with whole, exact index files.
+
+    The view's index files are written for it alone (the snapshot keeps its
+    segments); gc keeps whatever the view references.  plateau reads the
+    view; our readers see from its first bytes that it is lazy and read the
+    head instead.
+    """
+    now = datetime.now(timezone.utc)
+    indices: dict[str, str | Mapping[Any, list[str]]] = {}
+    labels = list(meta.files)
+    for column in meta.indices:
+        # older index segments may name files removed since: the view's index is exact
+        merged = spec_index.as_index(read_index(store, meta, column)).only_labels(labels)
+        key = keys.index_key(dataset_uuid, column, now, uuidlib.uuid4().hex[:8])
+        _put_index(store, key, column, meta.schema, merged, [])
+        indices[column] = key
+    view = replace(meta, indices=indices, index_tail={})
+    if meta.schema is not None:
+        body = common_metadata_bytes(meta.schema, meta.partition_keys)
+        key = keys.common_metadata_key(dataset_uuid, meta.table)
+        _retrying(lambda: store.put(key, body))
+    raw = view.to_json(view=True, lazy_view=True)
+    _retrying(lambda: store.put(keys.metadata_key(dataset_uuid), raw))
+
+
+def configure(store: Store, dataset_uuid: str, **settings: Any) -> Snapshot:
+    """Change dataset settings (``view="auto"|"eager"|"lazy"``, ...) as a commit of their own."""
+    view = settings.get("view")
+    if view is not None and view not in VIEW_MODES:
+        raise InvalidArgumentError(
+            f"view={view!r} is not a view mode; use one of {', '.join(map(repr, VIEW_MODES))}"
+        )
+    return commit(store, dataset_uuid, Change(operation="configure", settings=settings))
 
 
 def refresh_view(store: Store, dataset_uuid: str) -> DatasetMetadata:
@@ -1020,6 +1461,11 @@ def refresh_view(store: Store, dataset_uuid: str) -> DatasetMetadata:
     Returns the newest state; a store failure raises (``StoreError``).
     """
     latest = load(store, dataset_uuid)
+    if latest.managed and is_lazy(latest):
+        if latest.view_version != latest.version:
+            _retrying(lambda: store.put(keys.head_key(dataset_uuid), latest.to_json()))
+            write_lazy_view(store, dataset_uuid, latest)
+        return replace(latest, view_version=latest.version)
     if not latest.view_current and latest.managed:
         _publish(store, dataset_uuid, latest, None, strict=True)
     return latest
@@ -1120,21 +1566,37 @@ def delete_dataset(store: Store, dataset_uuid: str) -> DeleteOutcome:
 DEFAULT_GC_GRACE = timedelta(hours=1)
 
 
+def metadata_keys(meta: DatasetMetadata) -> set[str]:
+    """The index files and manifest segments a snapshot references (not its data files)."""
+    out = {ref for ref in meta.indices.values() if isinstance(ref, str)}
+    out |= {t.key for tail in meta.index_tail.values() for t in tail}
+    out |= {s.key for s in meta.segments}
+    return out
+
+
 def referenced_keys(meta: DatasetMetadata) -> set[str]:
     """Every object a snapshot needs."""
-    out = {e.key for e in meta.files.values()}
-    out |= {ref for ref in meta.indices.values() if isinstance(ref, str)}
-    return out
+    return {e.key for e in meta.files.values()} | metadata_keys(meta)
 
 
 #: below this, gc could delete the files of a write still in flight (``force=True`` allows it)
 MIN_SAFE_GC_GRACE = timedelta(minutes=1)
 
 
+def _gc_prefixes(dataset_uuid: str, table: str) -> tuple[str, ...]:
+    """Where a dataset's data, index files and manifest segments live."""
+    return (
+        f"{dataset_uuid}/{table}/",
+        f"{dataset_uuid}/indices/",
+        f"{dataset_uuid}/{keys.SEGMENT_DIR}/",
+        f"{dataset_uuid}/{keys.INDEX_SEGMENT_DIR}/",
+    )
+
+
 def _is_data_or_index(dataset_uuid: str, table: str, key: str) -> bool:
     return (
         is_own_key(dataset_uuid, key)
-        and key.startswith((f"{dataset_uuid}/{table}/", f"{dataset_uuid}/indices/"))
+        and key.startswith(_gc_prefixes(dataset_uuid, table))
         and not key.endswith(keys.COMMON_METADATA)
     )
 
@@ -1214,7 +1676,7 @@ def collect_garbage(
     young: list[str] = []
     reading: list[str] = []
     in_flight: list[str] = []
-    for prefix in (f"{dataset_uuid}/{latest.table}/", f"{dataset_uuid}/indices/"):
+    for prefix in _gc_prefixes(dataset_uuid, latest.table):
         for info in store.list(prefix):
             if info.key in live or not _is_data_or_index(dataset_uuid, latest.table, info.key):
                 continue

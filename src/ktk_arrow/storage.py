@@ -113,6 +113,18 @@ class Store:
         except FileNotFoundError:
             return None
 
+    def get_prefix(self, key: str, length: int) -> bytes | None:
+        """The first ``length`` bytes of ``key`` (all, if shorter); ``None`` if absent.
+
+        One ranged request: a reader learns from the head of a large object
+        whether it needs the rest.
+        """
+        try:
+            with self._translate(key):
+                return bytes(self.fs.cat_file(self.path(key), start=0, end=length))
+        except FileNotFoundError:
+            return None
+
     def exists(self, key: str) -> bool:
         """Whether an object (not a directory) is stored under ``key``."""
         with self._translate(key):
@@ -351,6 +363,17 @@ class LocalStore(Store):
         except FileNotFoundError:
             raise
         except OSError as exc:  # permission denied, a name too long, an I/O error
+            raise store_error(self, key, exc) from exc
+
+    def get_prefix(self, key: str, length: int) -> bytes | None:
+        try:
+            with open(self.path(key), "rb") as f:
+                return f.read(length)
+        except FileNotFoundError:
+            return None
+        except (IsADirectoryError, NotADirectoryError):
+            return self.get_or_none(key)  # the same answer get() gives
+        except OSError as exc:
             raise store_error(self, key, exc) from exc
 
     def exists(self, key: str) -> bool:

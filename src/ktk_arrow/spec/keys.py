@@ -104,6 +104,27 @@ def index_key(dataset_uuid: str, column: str, stamp: datetime, suffix: str = "")
     return f"{dataset_uuid}/indices/{quote(column, safe='')}/{name}{INDEX_SUFFIX}"
 
 
+HEAD_KEY = "_ktk/head.json"
+SEGMENT_DIR = "_ktk/manifests"
+INDEX_SEGMENT_DIR = "_ktk/index"
+
+
+def head_key(dataset_uuid: str) -> str:
+    """A copy of the newest root, read instead of a lazy view."""
+    return f"{dataset_uuid}/{HEAD_KEY}"
+
+
+def segment_key(dataset_uuid: str, version: int, suffix: str) -> str:
+    return f"{dataset_uuid}/{SEGMENT_DIR}/{version:020d}-{suffix}.parquet"
+
+
+def index_segment_key(dataset_uuid: str, column: str, version: int, suffix: str) -> str:
+    return (
+        f"{dataset_uuid}/{INDEX_SEGMENT_DIR}/{quote_value(column)}/"
+        f"{version:020d}-{suffix}{INDEX_SUFFIX}"
+    )
+
+
 def log_key(dataset_uuid: str, version: int) -> str:
     return f"{dataset_uuid}/{LOG_DIR}/{version:020d}.json"
 

@@ -18,7 +18,7 @@ import base64
 import binascii
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from typing import Any
@@ -29,11 +29,12 @@ import pyarrow.compute as pc
 import zstandard
 
 from ..errors import CorruptMetadataError, InvalidArgumentError
-from . import keys
+from . import keys, manifest
 from .schema import is_scalar_type
 
 EXTENSION_KEY = "ktk_arrow"
-FORMAT_VERSION = 1
+#: 2: roots may point at manifest segments and index segments (format 1 entries still read)
+FORMAT_VERSION = 2
 #: the operation of the log entry ``delete_dataset`` writes first: its linearisation point
 TOMBSTONE_OPERATION = "delete_dataset"
 
@@ -168,6 +169,35 @@ class DatasetMetadata:
     loaded_at: float = field(default=0.0, compare=False)
     #: dataset settings kept with the snapshot (``view``, ``auto_compact``, ...)
     settings: Mapping[str, Any] = field(default_factory=dict)
+    #: index segments written since each column's base index (``indices``)
+    index_tail: Mapping[str, tuple[IndexSegment, ...]] = field(default_factory=dict)
+    #: ``(value, label)`` pairs of each column's base index, where known
+    index_pairs: Mapping[str, int] = field(default_factory=dict)
+    #: the version of the lazy view when this state was read past one (-1: the view is
+    #: not lazy or unknown): writers refresh it when it lags too far
+    view_version: int = field(default=-1, compare=False)
+
+    @property
+    def segments(self) -> tuple[manifest.Segment, ...]:
+        """The manifest segments holding the files not listed inline."""
+        return self.files.segments if isinstance(self.files, manifest.LazyFiles) else ()
+
+    @property
+    def inline_files(self) -> Mapping[str, FileEntry]:
+        """The files the root lists itself (all of them without segments)."""
+        return self.files.inline if isinstance(self.files, manifest.LazyFiles) else self.files
+
+    @property
+    def file_count(self) -> int:
+        return len(self.files)
+
+    def index_segments(self, column: str) -> list[IndexSegment]:
+        """Every index file of ``column``: the base, then the tail."""
+        ref = self.indices.get(column)
+        out = []
+        if isinstance(ref, str):
+            out.append(IndexSegment(ref, self.index_pairs.get(column), 0))
+        return out + list(self.index_tail.get(column, ()))
 
     @property
     def version(self) -> int:
@@ -180,7 +210,7 @@ class DatasetMetadata:
 
     @property
     def total_rows(self) -> int | None:
-        rows = [f.rows for f in self.files.values()]
+        rows = [f.rows for f in self.inline_files.values()] + [s.rows for s in self.segments]
         return None if any(r is None for r in rows) else sum(r for r in rows if r is not None)
 
     def partition_values(self, label: str) -> dict[str, Any]:
@@ -220,42 +250,77 @@ class DatasetMetadata:
         return replace(self, **changes)
 
     # -- serialisation ------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "dataset_metadata_version": 4,
-            "dataset_uuid": self.uuid,
-            "metadata": dict(self.user_metadata),
-            "partitions": {
-                label: {"files": {self.table: entry.key}} for label, entry in self.files.items()
-            },
-            "partition_keys": list(self.partition_keys),
-            "indices": {col: _index_ref_to_json(ref) for col, ref in self.indices.items()},
-        }
-        ext: dict[str, Any] = {
-            "format": FORMAT_VERSION,
-            "commit": self.commit.to_json(),
-            "files": {
+    def to_dict(self, *, view: bool = False, lazy_view: bool = False) -> dict[str, Any]:
+        """The root (log entry) of this snapshot, or with ``view`` the kartothek view.
+
+        Our extension comes first, so a reader can tell a lazy view (one that
+        lags and points at the head) from the first bytes of the object.  A
+        view lists every file; ``lazy_view`` leaves out our per-file facts.
+        """
+        files = self.files if view else self.inline_files
+        ext: dict[str, Any] = {"format": FORMAT_VERSION, "commit": self.commit.to_json()}
+        if lazy_view:
+            ext["lazy"] = True
+        else:
+            ext["files"] = {
                 label: [e.size, e.rows, e.stats] if e.stats else [e.size, e.rows]
-                for label, e in self.files.items()
-            },
-        }
+                for label, e in files.items()
+            }
         if self.schema is not None:
             ext["schema"] = base64.b64encode(self.schema.serialize().to_pybytes()).decode()
         if self.table != keys.TABLE:  # a dataset without files names its table nowhere else
             ext["table"] = self.table
         if self.settings:
             ext["settings"] = dict(self.settings)
-        out[EXTENSION_KEY] = ext
-        return out
+        if not view:
+            if self.segments:
+                ext["segments"] = [segment.to_json() for segment in self.segments]
+            index_ext = {
+                column: {
+                    "pairs": self.index_pairs.get(column),
+                    "tail": [t.to_json() for t in self.index_tail.get(column, ())],
+                }
+                for column in self.indices
+                if self.index_tail.get(column) or column in self.index_pairs
+            }
+            if index_ext:
+                ext["index"] = index_ext
+        indices = {
+            col: _index_ref_to_json(ref)
+            for col, ref in self.indices.items()
+            if not (view and self.index_tail.get(col))  # a view lists only whole indices
+        }
+        return {
+            EXTENSION_KEY: ext,
+            "dataset_metadata_version": 4,
+            "dataset_uuid": self.uuid,
+            "metadata": dict(self.user_metadata),
+            "partitions": {
+                label: {"files": {self.table: entry.key}} for label, entry in files.items()
+            },
+            "partition_keys": list(self.partition_keys),
+            "indices": indices,
+        }
 
-    def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+    def to_json(self, *, view: bool = False, lazy_view: bool = False) -> bytes:
+        return json.dumps(
+            self.to_dict(view=view, lazy_view=lazy_view), separators=(",", ":")
+        ).encode()
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "metadata") -> DatasetMetadata:
-        """Parse metadata; anything malformed or hostile is a ``CorruptMetadataError``."""
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        source: str = "metadata",
+        loader: Callable[[manifest.Segment], pa.Table] | None = None,
+    ) -> DatasetMetadata:
+        """Parse metadata; anything malformed or hostile is a ``CorruptMetadataError``.
+
+        ``loader`` reads a manifest segment, for roots that have them.
+        """
         try:
-            meta = cls._from_dict(data, source)
+            meta = cls._from_dict(data, source, loader)
         except CorruptMetadataError:
             raise
         except (
@@ -274,7 +339,12 @@ class DatasetMetadata:
         return meta
 
     @classmethod
-    def _from_dict(cls, data: Mapping[str, Any], source: str) -> DatasetMetadata:
+    def _from_dict(
+        cls,
+        data: Mapping[str, Any],
+        source: str,
+        loader: Callable[[manifest.Segment], pa.Table] | None,
+    ) -> DatasetMetadata:
         try:
             version = data["dataset_metadata_version"]
             uuid = data["dataset_uuid"]
@@ -316,6 +386,20 @@ class DatasetMetadata:
         partition_keys = data.get("partition_keys")
         if partition_keys is None:
             partition_keys = _partition_keys_from_labels(files)
+        segments = ext.get("segments")
+        all_files: Mapping[str, FileEntry] = files
+        if segments:
+            if type(segments) is not list:
+                raise CorruptMetadataError(f"{source}: {EXTENSION_KEY}.segments is not a list")
+            parsed = [manifest.Segment.from_json(raw, source) for raw in segments]
+            for segment in parsed:
+                if not is_store_key(segment.key) or not segment.key.startswith(f"{uuid}/"):
+                    raise CorruptMetadataError(
+                        f"{source} references manifest segment {segment.key!r} outside "
+                        f"dataset {uuid!r}"
+                    )
+            all_files = manifest.LazyFiles(files, parsed, loader)
+        index_tail, index_pairs = _index_ext(ext.get("index"), uuid, source)
         if not isinstance(partition_keys, list) or not all(
             isinstance(k, str) for k in partition_keys
         ):
@@ -325,8 +409,10 @@ class DatasetMetadata:
         return cls(
             uuid=uuid,
             partition_keys=tuple(partition_keys),
-            files=files,
+            files=all_files,
             indices=dict(data.get("indices") or {}),
+            index_tail=index_tail,
+            index_pairs=index_pairs,
             user_metadata=dict(data.get("metadata") or {}),
             table=table,
             schema=schema,
@@ -338,12 +424,18 @@ class DatasetMetadata:
         )
 
     @classmethod
-    def from_json(cls, raw: bytes, *, source: str = "metadata") -> DatasetMetadata:
+    def from_json(
+        cls,
+        raw: bytes,
+        *,
+        source: str = "metadata",
+        loader: Callable[[manifest.Segment], pa.Table] | None = None,
+    ) -> DatasetMetadata:
         try:
             data = json.loads(raw)
         except ValueError as exc:
             raise CorruptMetadataError(f"{source} is not valid JSON: {exc}") from exc
-        return cls.from_dict(data, source=source)
+        return cls.from_dict(data, source=source, loader=loader)
 
     @classmethod
     def from_msgpack(cls, raw: bytes, *, source: str = "metadata") -> DatasetMetadata:
@@ -352,6 +444,54 @@ class DatasetMetadata:
         except Exception as exc:
             raise CorruptMetadataError(f"{source} is not valid msgpack.zstd: {exc}") from exc
         return cls.from_dict(data, source=source)
+
+
+@dataclass(frozen=True)
+class IndexSegment:
+    """One index file of a column (kartothek's layout), as a root references it."""
+
+    key: str
+    #: its ``(value, label)`` pairs (``None``: unknown)
+    pairs: int | None
+    level: int
+
+    def to_json(self) -> list[Any]:
+        return [self.key, self.pairs, self.level]
+
+
+def _index_ext(
+    raw: Any, uuid: str, source: str
+) -> tuple[dict[str, tuple[IndexSegment, ...]], dict[str, int]]:
+    if raw is None:
+        return {}, {}
+    if not isinstance(raw, Mapping):
+        raise CorruptMetadataError(f"{source}: {EXTENSION_KEY}.index is not an object")
+    tails: dict[str, tuple[IndexSegment, ...]] = {}
+    pairs: dict[str, int] = {}
+    for column, spec in raw.items():
+        if not isinstance(spec, Mapping):
+            raise CorruptMetadataError(f"{source}: index of {column!r} is malformed: {spec!r}")
+        count = spec.get("pairs")
+        if count is not None:
+            if type(count) is not int or count < 0:
+                raise CorruptMetadataError(f"{source}: index of {column!r} has pairs {count!r}")
+            pairs[column] = count
+        tail = []
+        for item in spec.get("tail") or ():
+            if (
+                type(item) is not list
+                or len(item) != 3
+                or not is_own_key(uuid, item[0])
+                or not (item[1] is None or (type(item[1]) is int and item[1] >= 0))
+                or type(item[2]) is not int
+            ):
+                raise CorruptMetadataError(
+                    f"{source}: index segment {item!r} of column {column!r} is malformed"
+                )
+            tail.append(IndexSegment(item[0], item[1], item[2]))
+        if tail:
+            tails[column] = tuple(tail)
+    return tails, pairs
 
 
 def _settings(raw: Any, source: str) -> dict[str, Any]:
@@ -502,12 +642,12 @@ def _check_keys(meta: DatasetMetadata, source: str) -> None:
     """
     if not isinstance(meta.uuid, str) or not keys.UUID_RE.fullmatch(meta.uuid):
         raise CorruptMetadataError(f"{source} names an invalid dataset_uuid {meta.uuid!r}")
-    for label in meta.files:
+    for label in meta.inline_files:
         if not isinstance(label, str) or not label:
             raise CorruptMetadataError(f"{source} has an invalid partition label {label!r}")
     # key -> the label (or index column) referencing it; owners are named only on error
     owners: dict[str, tuple[str, str]] = {}
-    for entry in meta.files.values():
+    for entry in meta.inline_files.values():
         _check_ref(meta, entry.key, ("partition", entry.label), owners, source)
     for column, ref in meta.indices.items():
         if isinstance(ref, str):
