@@ -892,9 +892,7 @@ def _apply(
         files = {label: entry for label, entry in base.files.items() if label not in removed}
         clash = [e.label for e in change.add if e.label in files]
         if clash:
-            raise CorruptMetadataError(
-                f"file labels {clash[:3]} already exist in {dataset_uuid!r}"
-            )
+            raise CorruptMetadataError(f"file labels {clash[:3]} already exist in {dataset_uuid!r}")
         for entry in change.add:
             files[entry.label] = entry
         indices, index_pairs = _new_indices(
@@ -1041,7 +1039,9 @@ def _lazy_files(
         # a full overwrite with other partition keys: no segment survives it
         gone = set(base.files) - removed
         if gone:
-            raise CorruptMetadataError(f"partition keys changed while files {sorted(gone)[:3]} stay")
+            raise CorruptMetadataError(
+                f"partition keys changed while files {sorted(gone)[:3]} stay"
+            )
     else:
         in_segments = removed - set(base.inline_files)
         for segment in base.segments:
@@ -1070,7 +1070,9 @@ def _lazy_files(
                 )
     for entry in change.add:
         if entry.label in inline:
-            raise CorruptMetadataError(f"file label {entry.label!r} already exists in {dataset_uuid!r}")
+            raise CorruptMetadataError(
+                f"file label {entry.label!r} already exists in {dataset_uuid!r}"
+            )
         inline[entry.label] = entry
     if len(inline) > manifest.INLINE_MAX:
         table = _segment_table_of(list(inline.values()), dataset_uuid, partition_keys, schema)
@@ -1090,9 +1092,7 @@ def _lazy_files(
         parts = [read_segment(store, segments[i]) for i in chosen]
         merged = manifest.concat(parts, partition_keys, schema)
         level = max(manifest.level_of(merged.num_rows), segments[chosen[0]].level + 1)
-        new = _write_segment(
-            store, dataset_uuid, version, merged, level, partition_keys, written
-        )
+        new = _write_segment(store, dataset_uuid, version, merged, level, partition_keys, written)
         segments = [s for i, s in enumerate(segments) if i not in chosen] + [new]
     return manifest.LazyFiles(inline, segments, segment_loader(store))
 
@@ -1185,7 +1185,9 @@ def _lazy_indices(
         while (chosen := manifest.merge_plan([t.level for t in tail])) is not None:
             merged = spec_index.Index()
             for i in chosen:
-                merged = spec_index.merge(merged, _read_index_file(store, base, column, tail[i].key))
+                merged = spec_index.merge(
+                    merged, _read_index_file(store, base, column, tail[i].key)
+                )
             key = keys.index_segment_key(dataset_uuid, column, version, uuidlib.uuid4().hex[:8])
             count = _put_index(store, key, column, schema, merged, written)
             level = max(_index_level(count), tail[chosen[0]].level + 1)
@@ -1278,10 +1280,37 @@ def read_index(store: Store, meta: DatasetMetadata, column: str) -> spec_index.I
     return spec_index.as_index(index).only_labels(list(meta.files))
 
 
+def read_index_for(
+    store: Store, meta: DatasetMetadata, column: str, expression: Any = None
+) -> spec_index.IndexMap:
+    """The index pairs of ``column`` that may satisfy ``expression``, for planning.
+
+    Reads only the row groups of each index file whose value range can match
+    (ranged reads on object stores).  Pairs may name files removed since an
+    index segment was written: callers intersect with the snapshot's files.
+    """
+    ref = meta.indices.get(column)
+    if ref is None:
+        raise InvalidArgumentError(f"dataset {meta.uuid!r} has no secondary index on {column!r}")
+    refs = [ref, *(t.key for t in meta.index_tail.get(column, ()))]
+    out = spec_index.Index()
+    for one in refs:
+        out = spec_index.merge(out, _read_index_file(store, meta, column, one, expression))
+    return out
+
+
 def _read_index_file(
-    store: Store, meta: DatasetMetadata, column: str, ref: str | Mapping[Any, list[str]]
+    store: Store,
+    meta: DatasetMetadata,
+    column: str,
+    ref: str | Mapping[Any, list[str]],
+    expression: Any = None,
 ) -> spec_index.IndexMap:
     value_type = meta.schema.field(column).type if meta.schema is not None else None
+    if expression is not None and isinstance(ref, str):
+        part = _read_index_part(store, column, ref, expression, value_type)
+        if part is not None:
+            return part
     what = f"index file {ref!r}" if isinstance(ref, str) else "the embedded index"
     what = f"{what} of column {column!r} of dataset {meta.uuid!r} (version {meta.version})"
     hint = f"{check_hint(store, meta.uuid)}; `ktk index` rebuilds it"
@@ -1301,6 +1330,23 @@ def _read_index_file(
         raise CorruptMetadataError(
             f"{what} is damaged ({type(exc).__name__}: {exc}); {hint}"
         ) from exc
+
+
+def _read_index_part(
+    store: Store, column: str, key: str, expression: Any, value_type: pa.DataType | None
+) -> spec_index.IndexMap | None:
+    """The pairs of the row groups of index file ``key`` that may match; None: read it whole."""
+    import pyarrow.dataset as ds
+
+    try:
+        source = ds.dataset(store.path(key), filesystem=store.arrow_filesystem(), format="parquet")
+        table = source.to_table(filter=expression)
+    except (pa.ArrowException, OSError, ValueError, TypeError):
+        return None  # the whole read names the damage, if any
+    try:
+        return spec_index.from_table(column, table, value_type)
+    except CorruptMetadataError:
+        return None
 
 
 def _discard_index_files(store: Store, base: DatasetMetadata | None, lost: DatasetMetadata) -> None:
@@ -1430,12 +1476,16 @@ def write_lazy_view(store: Store, dataset_uuid: str, meta: DatasetMetadata) -> N
     now = datetime.now(timezone.utc)
     indices: dict[str, str | Mapping[Any, list[str]]] = {}
     labels = list(meta.files)
-    for column in meta.indices:
-        # older index segments may name files removed since: the view's index is exact
-        merged = spec_index.as_index(read_index(store, meta, column)).only_labels(labels)
-        key = keys.index_key(dataset_uuid, column, now, uuidlib.uuid4().hex[:8])
-        _put_index(store, key, column, meta.schema, merged, [])
-        indices[column] = key
+    written: list[str] = []
+    try:
+        for column in meta.indices:
+            # older index segments may name files removed since: the view's index is exact
+            merged = spec_index.as_index(read_index(store, meta, column)).only_labels(labels)
+            key = keys.index_key(dataset_uuid, column, now, uuidlib.uuid4().hex[:8])
+            _put_index(store, key, column, meta.schema, merged, written)
+            indices[column] = key
+    finally:
+        IN_FLIGHT.discard(store, written)
     view = replace(meta, indices=indices, index_tail={})
     if meta.schema is not None:
         body = common_metadata_bytes(meta.schema, meta.partition_keys)

@@ -17,9 +17,10 @@ import pyarrow.compute as pc
 
 from . import commit
 from .errors import InvalidPredicateError
-from .spec import predicates
+from .spec import manifest, predicates
 from .spec.index import IndexMap
-from .spec.metadata import DatasetMetadata
+from .spec.manifest import LazyFiles
+from .spec.metadata import DatasetMetadata, FileEntry
 from .storage import Store
 
 
@@ -102,49 +103,124 @@ def combine(first: ScanFilter, second: ScanFilter) -> ScanFilter:
 def plan(
     meta: DatasetMetadata,
     scan_filter: ScanFilter = NO_FILTER,
-    load_index: Callable[[str], IndexMap] | None = None,
+    load_index: Callable[[str, pc.Expression | None], IndexMap] | None = None,
 ) -> list[FileTask]:
-    """The files of ``meta`` that may hold rows matching ``scan_filter``."""
-    tasks = [
-        FileTask(e.label, e.key, e.size, e.rows, meta.partition_values(e.label))
-        for e in meta.files.values()
-    ]
+    """The files of ``meta`` that may hold rows matching ``scan_filter``.
+
+    Files are pruned by partition values, then by secondary indices, then by
+    their statistics (the cheap, exact-set steps first).  A snapshot with
+    manifest segments is pruned segment by segment in Arrow: segments whose
+    partition bounds cannot match are not read, and Python objects are made
+    only for the files that survive.
+    """
     pred = scan_filter.predicate
+    entries = _candidate_entries(meta, pred, load_index)
+    tasks = [
+        FileTask(e.label, e.key, e.size, e.rows, meta.partition_values(e.label)) for e in entries
+    ]
     if pred is None:
         return tasks
     if meta.partition_keys:
         tasks = [t for t in tasks if predicates.evaluate(pred, t.partition_values)]
-    stat_columns = predicates.columns(pred) - set(meta.partition_keys)
-    if stat_columns and meta.schema is not None and tasks:
-        schema = meta.schema
-        tasks = [
-            t
-            for t in tasks
-            if predicates.minmax_may_match(
-                pred, meta.files[t.label].typed_stats(schema, stat_columns)
-            )
-        ]
     if load_index is not None and tasks:
         for column in sorted(predicates.columns(pred) & set(meta.indices)):
-            candidates = _candidates(load_index(column), pred, column)
+            candidates = _candidates(load_index, pred, column)
             keep = predicates.prune_by_index(pred, column, candidates, [t.label for t in tasks])
             if keep is not None:
                 tasks = [t for t in tasks if t.label in keep]
             if not tasks:
                 break
+    stat_columns = predicates.columns(pred) - set(meta.partition_keys)
+    if stat_columns and meta.schema is not None and tasks:
+        schema = meta.schema
+        by_label = {e.label: e for e in entries}
+        tasks = [
+            t
+            for t in tasks
+            if predicates.minmax_may_match(
+                pred, by_label[t.label].typed_stats(schema, stat_columns)
+            )
+        ]
     return tasks
+
+
+def restrict(pred: predicates.Predicate, columns: set[str]) -> predicates.Predicate | None:
+    """A predicate on ``columns`` only, matching at least what ``pred`` matches.
+
+    ``None`` when some clause says nothing about them (then every value may match).
+    """
+    clauses = []
+    for clause in pred.clauses:
+        kept = tuple(t for t in clause if t.column in columns)
+        if not kept:
+            return None
+        clauses.append(kept)
+    return predicates.Predicate(tuple(clauses))
+
+
+def _candidate_entries(
+    meta: DatasetMetadata,
+    pred: predicates.Predicate | None,
+    load_index: Callable[[str, pc.Expression | None], IndexMap] | None,
+) -> list[FileEntry]:
+    """The files a partition (and index) filter can match, without touching the others."""
+    if not meta.segments:
+        return list(meta.files.values())
+    on_partitions = restrict(pred, set(meta.partition_keys)) if pred is not None else None
+    loader = meta.files.loader if isinstance(meta.files, LazyFiles) else None
+    if loader is None:
+        return list(meta.files.values())
+    tables = []
+    for segment in meta.segments:
+        if on_partitions is not None and meta.schema is not None:
+            bounds = FileEntry(segment.key, segment.key, stats=segment.bounds).typed_stats(
+                meta.schema, set(meta.partition_keys)
+            )
+            if not predicates.minmax_may_match(on_partitions, bounds):
+                continue
+        table = loader(segment)
+        if on_partitions is not None:
+            table = predicates.filter_table(on_partitions, table)
+        if table.num_rows:
+            tables.append(table)
+    inline = list(meta.inline_files.values())
+    if pred is not None and load_index is not None and tables:
+        table = pa.concat_tables(tables)
+        for column in sorted(predicates.columns(pred) & set(meta.indices)):
+            candidates = _candidates(load_index, pred, column)
+            labels = table.column(manifest.LABEL).to_pylist() + [e.label for e in inline]
+            keep = predicates.prune_by_index(pred, column, candidates, labels)
+            if keep is not None:
+                mask = pc.is_in(table.column(manifest.LABEL), pa.array(sorted(keep), pa.string()))
+                table = table.filter(mask)
+                inline = [e for e in inline if e.label in keep]
+        tables = [table]
+    out = [e for table in tables for e in manifest.entries(table, meta.uuid)]
+    return out + inline
 
 
 _RESTRICTING = ("==", "in", "<", "<=", ">", ">=")
 
 
-def _candidates(index: IndexMap, pred: predicates.Predicate, column: str) -> IndexMap:
+def _candidates(
+    load_index: Callable[[str, pc.Expression | None], IndexMap],
+    pred: predicates.Predicate,
+    column: str,
+) -> IndexMap:
     """The index pairs whose value can satisfy a clause, selected by Arrow.
 
     Only a vectorised pre-selection: ``prune_by_index`` still decides, on far
-    fewer values.  Skipped when some clause has no null-rejecting term on
-    ``column`` (then the index restricts nothing anyway).
+    fewer values.  The expression also lets the index files be read in part
+    (row groups whose value range cannot match are skipped).  Unrestricted
+    when some clause has no null-rejecting term on ``column`` (then the index
+    restricts nothing anyway).
     """
+    expression = _index_expression(pred, column)
+    index = load_index(column, expression)
+    return index if expression is None else index.matching(column, expression)
+
+
+def _index_expression(pred: predicates.Predicate, column: str) -> pc.Expression | None:
     exprs = []
     for clause in pred.clauses:
         terms = tuple(
@@ -156,25 +232,32 @@ def _candidates(index: IndexMap, pred: predicates.Predicate, column: str) -> Ind
             and not (t.op == "in" and None in t.value)
         )
         if not terms:
-            return index
+            return None
         expr = predicates.to_expression(predicates.Predicate((terms,)))
         if expr is None:
-            return index
+            return None
         exprs.append(expr)
     combined = exprs[0]
     for expr in exprs[1:]:
         combined = combined | expr
-    return index.matching(column, combined)
+    return combined
 
 
-def index_loader(store: Store, meta: DatasetMetadata) -> Callable[[str], IndexMap]:
-    """Load each secondary index at most once."""
-    cache: dict[str, IndexMap] = {}
+def index_loader(
+    store: Store, meta: DatasetMetadata
+) -> Callable[[str, pc.Expression | None], IndexMap]:
+    """Read each secondary index at most once, and only the row groups a filter can match.
 
-    def load(column: str) -> IndexMap:
-        if column not in cache:
-            cache[column] = commit.read_index(store, meta, column)
-        return cache[column]
+    The pairs may name files removed since an index segment was written;
+    planning intersects them with the snapshot's files.
+    """
+    cache: dict[tuple[str, str], IndexMap] = {}
+
+    def load(column: str, expression: pc.Expression | None) -> IndexMap:
+        cache_key = (column, str(expression))
+        if cache_key not in cache:
+            cache[cache_key] = commit.read_index_for(store, meta, column, expression)
+        return cache[cache_key]
 
     return load
 

@@ -22,6 +22,8 @@ import pyarrow.parquet as pq
 from ..errors import CorruptMetadataError
 
 PARTITION_COLUMN = "partition"
+#: values per row group of an index file
+ROW_GROUP_VALUES = 16384
 _VALUE = "value"
 _LABEL = "label"
 
@@ -171,7 +173,10 @@ def to_parquet(column: str, value_type: pa.DataType, index: Mapping[Any, Collect
     buf = pa.BufferOutputStream()
     # parquet keeps nanoseconds only when asked for nothing ("ns" is not a coercion)
     nanos = pa.types.is_timestamp(value_type) and value_type.unit == "ns"
-    pq.write_table(table, buf, coerce_timestamps=None if nanos else "us")
+    # small row groups of sorted values: a lookup reads the one that can hold its value
+    pq.write_table(
+        table, buf, coerce_timestamps=None if nanos else "us", row_group_size=ROW_GROUP_VALUES
+    )
     return bytes(buf.getvalue().to_pybytes())
 
 
@@ -182,6 +187,11 @@ def from_parquet(column: str, raw: bytes, value_type: pa.DataType | None = None)
         raise CorruptMetadataError(
             f"index file of column {column!r} is not parquet: {exc}"
         ) from exc
+    return from_table(column, table, value_type)
+
+
+def from_table(column: str, table: pa.Table, value_type: pa.DataType | None = None) -> Index:
+    """The pairs of (a part of) an index file's table."""
     if column not in table.column_names or PARTITION_COLUMN not in table.column_names:
         raise CorruptMetadataError(
             f"index file of column {column!r} lacks the columns {column!r} and 'partition'"

@@ -146,7 +146,9 @@ def to_table(
     return table.sort_by(order)
 
 
-def concat(tables: Sequence[pa.Table], partition_keys: Sequence[str], schema: pa.Schema | None) -> pa.Table:
+def concat(
+    tables: Sequence[pa.Table], partition_keys: Sequence[str], schema: pa.Schema | None
+) -> pa.Table:
     """Segment tables as one, sorted again (the merge of segments)."""
     target = table_schema(partition_keys, schema)
     table = pa.concat_tables([t.cast(target) for t in tables])
