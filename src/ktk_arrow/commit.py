@@ -1419,7 +1419,7 @@ def _publish(
 
         try:
             if is_lazy(current):
-                _retrying(lambda: store.put(keys.head_key(dataset_uuid), body))
+                _retrying(lambda b=body: store.put(keys.head_key(dataset_uuid), b))
                 if _view_due(current, base, view_version):
                     write_lazy_view(store, dataset_uuid, current)
                     view_version = current.version
