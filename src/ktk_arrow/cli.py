@@ -1107,6 +1107,32 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    """``ktk view refresh`` writes the view plateau reads; ``ktk view mode`` sets how often."""
+    from . import commit
+
+    store = _store(args)
+    if args.action == "mode":
+        if args.mode is None:
+            raise InvalidArgumentError(
+                "`ktk view mode` needs a mode: auto, eager or lazy (e.g. `ktk view mode STORE "
+                "UUID lazy`)"
+            )
+        snap = commit.configure(store, args.uuid, view=args.mode)
+        payload = {"version": snap.version, "view": args.mode}
+        text = f"view of {args.uuid!r} is now {args.mode!r} (version {snap.version})"
+    else:
+        with Progress(f"refreshing the view of {args.uuid}"):
+            meta = commit.refresh_view(store, args.uuid)
+        payload = {"version": meta.version, "lazy": commit.is_lazy(meta)}
+        text = f"view of {args.uuid!r} is version {meta.version}"
+    if args.json:
+        _print_json(payload)
+    else:
+        print(text)
+    return 0
+
+
 # ---------------------------------------------------------------------------
 # ktk demo
 # ---------------------------------------------------------------------------
@@ -1481,6 +1507,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = dataset_command("index", "build secondary indices (one commit)", as_json)
     p.add_argument("columns", nargs="+", metavar="COLUMN")
     p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser(
+        "view",
+        help="the view plateau/kartothek read: refresh it, or set how often commits do",
+        description="`ktk view refresh STORE UUID` writes the view of the newest version; "
+        "`ktk view mode STORE UUID auto|eager|lazy` sets when commits rewrite it",
+        parents=[common, as_json],
+    )
+    p.add_argument("action", choices=["refresh", "mode"])
+    p.add_argument("store", help="store URL or path, e.g. s3://bucket/prefix or ./data")
+    p.add_argument("uuid", help="dataset uuid")
+    p.add_argument("mode", nargs="?", choices=["auto", "eager", "lazy"])
+    p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("demo", help="write a sample dataset and query it with Arrow engines")
     p.add_argument("dir", nargs="?", default="./demo-store", help="default ./demo-store")

@@ -20,6 +20,7 @@ Log entries hold the full state, so any version is one read away.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -1419,7 +1420,7 @@ def _publish(
 
         try:
             if is_lazy(current):
-                _retrying(lambda b=body: store.put(keys.head_key(dataset_uuid), b))
+                _retrying(functools.partial(store.put, keys.head_key(dataset_uuid), body))
                 if _view_due(current, base, view_version):
                     write_lazy_view(store, dataset_uuid, current)
                     view_version = current.version
