@@ -3,6 +3,7 @@
 import ktk_arrow as ka
 
 EXPECTED = {
+    "AutoCompact",
     "CommitConflictError",
     "CommitInDoubtError",
     "CompactResult",

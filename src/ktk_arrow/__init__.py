@@ -37,6 +37,7 @@ _LAZY = {
     "Store": "storage",
     "resolve_store": "storage",
     "write_dataset": "write",
+    "AutoCompact": "write",
     **dict.fromkeys(
         [
             "CompactResult",
@@ -91,6 +92,7 @@ sys.modules[__name__].__class__ = _Package
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoCompact",
     "CommitConflictError",
     "CommitInDoubtError",
     "CompactResult",

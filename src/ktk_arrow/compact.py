@@ -14,6 +14,11 @@ The snapshot reports the new files as ``files_added`` and the merged ones as
 ``files_removed``, and ``rows_added == rows_removed == 0``: no row was added
 or removed.
 
+Auto-compaction (the ``auto_compact`` dataset setting, :class:`~ktk_arrow.write.AutoCompact`):
+after a write, :func:`auto_compact` compacts the partition directories the
+write touched that hold more than ``min_files`` small files, as a commit of
+its own.  It plans only those partitions, so it costs O(touched partitions).
+
 Concurrency: the commit removes exactly the labels that were read and
 depends on them.  A concurrent append adds new labels, so it neither
 conflicts nor gets lost; a concurrent delete or overwrite of a compacted
@@ -24,7 +29,7 @@ deleted again).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -39,7 +44,13 @@ from .spec import predicates
 from .spec.metadata import DatasetMetadata, FileEntry
 from .spec.schema import TimestampUnit
 from .storage import Store, StoreLike, resolve_store
-from .write import DEFAULT_MAX_ROWS_PER_FILE, DEFAULT_ROW_GROUP_SIZE, FileWriter, WritePlan
+from .write import (
+    DEFAULT_MAX_ROWS_PER_FILE,
+    DEFAULT_ROW_GROUP_SIZE,
+    AutoCompact,
+    FileWriter,
+    WritePlan,
+)
 
 #: called after each rewritten partition with (partitions done, partitions to do)
 Progress = Callable[[int, int], None]
@@ -118,10 +129,21 @@ def run_compaction(
     current = Compaction(base, tuple(groups), Snapshot.of(base.commit), committed=False)
     if not groups or dry_run:
         return current
+    snapshot = _execute(store, base, groups, target_rows_per_file, progress)
+    return replace(current, snapshot=snapshot, committed=True)
+
+
+def _execute(
+    store: Store,
+    base: DatasetMetadata,
+    groups: Sequence[CompactionGroup],
+    target_rows_per_file: int,
+    progress: Progress | None,
+) -> Snapshot:
+    """Rewrite ``groups`` and commit; the new files are deleted if the commit provably failed."""
     writer = _rewrite(store, base, groups, target_rows_per_file, progress)
     try:
-        snapshot = _commit(store, base, groups, writer)
-        return replace(current, snapshot=snapshot, committed=True)
+        return _commit(store, base, groups, writer)
     except BaseException as exc:
         if committer.may_discard(exc):  # never the files of a commit that may be in
             writer.abort()
@@ -130,21 +152,80 @@ def run_compaction(
         writer.release()
 
 
+def auto_compact(
+    store: Store, dataset_uuid: str, partition_dirs: Collection[str]
+) -> Compaction | None:
+    """Compact the ``partition_dirs`` (a write's) holding more than ``min_files`` small files.
+
+    The policy is the dataset's ``auto_compact`` setting in its latest state
+    (``None`` is returned when it is off there: a concurrent writer may have
+    turned it off).  Files of at least ``target_size`` bytes are left alone;
+    the small files of each chosen directory are merged into files of about
+    ``target_size`` bytes, as one ``"compact"`` commit with compaction's
+    conflict rules.  Raises what compaction raises.
+    """
+    base = committer.load(store, dataset_uuid)
+    policy = AutoCompact.of_setting(base.settings)
+    if policy is None or not partition_dirs:
+        return None
+    groups = plan_compaction(
+        base,
+        partition_dirs=partition_dirs,
+        target_rows_per_file=DEFAULT_MAX_ROWS_PER_FILE,
+        target_size=policy.target_size,
+    )
+    groups = [g for g in groups if len(g.files) > policy.min_files]
+    rows_per_file = _rows_for_size(groups, policy.target_size)
+    groups = [
+        g for g in groups if g.rows is None or math.ceil(g.rows / rows_per_file) < len(g.files)
+    ]
+    current = Compaction(base, tuple(groups), Snapshot.of(base.commit), committed=False)
+    if not groups:
+        return current
+    snapshot = _execute(store, base, groups, rows_per_file, None)
+    return replace(current, snapshot=snapshot, committed=True)
+
+
+def _rows_for_size(groups: Sequence[CompactionGroup], target_size: int) -> int:
+    """Rows per merged file for files of about ``target_size`` bytes, from the files' density.
+
+    Small files carry a footer each, so the estimate errs toward smaller
+    merged files; it is capped at the writer's default rows per file.
+    """
+    sizes = [(f.size, f.rows) for g in groups for f in g.files]
+    known = [(size, rows) for size, rows in sizes if size and rows is not None]
+    total_bytes = sum(size for size, _ in known)
+    total_rows = sum(rows for _, rows in known)
+    if not total_bytes or not total_rows:
+        return DEFAULT_MAX_ROWS_PER_FILE
+    return max(1, min(DEFAULT_MAX_ROWS_PER_FILE, target_size * total_rows // total_bytes))
+
+
 def plan_compaction(
     meta: DatasetMetadata,
     *,
     partitions: Any = None,
     target_rows_per_file: int = DEFAULT_MAX_ROWS_PER_FILE,
+    partition_dirs: Collection[str] | None = None,
+    target_size: int | None = None,
 ) -> list[CompactionGroup]:
     """The partitions worth compacting: merging their small files yields fewer files.
+
+    ``partitions`` selects partitions by a predicate on partition columns,
+    ``partition_dirs`` by directory (``"p=a"``; ``""`` for an unpartitioned
+    dataset), as a write names those it touched: both become a partition
+    filter, so only the selected partitions are planned.  A file is small
+    when it has fewer than ``target_rows_per_file`` rows (and, given
+    ``target_size``, fewer bytes than that).
 
     Files keep the order the metadata lists them in (commit order), so merged
     files hold the rows in the order they were written.
     """
-    selected = _selected_labels(meta, partitions)
     by_dir: dict[str, list[FileEntry]] = {}
-    for entry in meta.files.values():
-        if entry.label in selected and (entry.rows is None or entry.rows < target_rows_per_file):
+    for entry in _selected_files(meta, partitions, partition_dirs):
+        if (entry.rows is None or entry.rows < target_rows_per_file) and (
+            target_size is None or entry.size is None or entry.size < target_size
+        ):
             by_dir.setdefault(entry.partition_dir, []).append(entry)
     groups = []
     for directory, entries in sorted(by_dir.items()):
@@ -158,11 +239,16 @@ def plan_compaction(
     return groups
 
 
-def _selected_labels(meta: DatasetMetadata, partitions: Any) -> set[str]:
-    if partitions is None:
-        return set(meta.files)
+def _selected_files(
+    meta: DatasetMetadata, partitions: Any, partition_dirs: Collection[str] | None = None
+) -> list[FileEntry]:
+    """The files of the selected partitions, in metadata order."""
+    if partitions is None and (partition_dirs is None or not meta.partition_keys):
+        if partition_dirs is not None and "" not in partition_dirs:
+            return []
+        return list(meta.files.values())
     if meta.schema is None:
-        return set()
+        return []
     scan_filter = planning.make_filter(partitions, meta.schema)
     if scan_filter.predicate is not None:
         others = sorted(predicates.columns(scan_filter.predicate) - set(meta.partition_keys))
@@ -171,8 +257,40 @@ def _selected_labels(meta: DatasetMetadata, partitions: Any) -> set[str]:
                 f"partitions= may only name partition columns {list(meta.partition_keys)}, "
                 f"but names {others}; compaction works on whole partitions"
             )
+    if partition_dirs is not None:
+        if not partition_dirs:
+            return []
+        scan_filter = planning.combine(scan_filter, _dirs_filter(meta, partition_dirs))
     # no index loader: only partition values prune, so whole partitions are kept
-    return {t.label for t in planning.plan(meta, scan_filter, None)}
+    tasks = planning.plan(meta, scan_filter, None)
+    if partition_dirs is not None:  # the filter may match more (values of another spelling)
+        tasks = [t for t in tasks if _directory(t.label) in partition_dirs]
+    # entries from the tasks: looking each label up could read every manifest segment
+    return [FileEntry(t.label, t.key, t.size, t.rows) for t in tasks]
+
+
+def _directory(label: str) -> str:
+    return label.rsplit("/", 1)[0] if "/" in label else ""
+
+
+def _dirs_filter(meta: DatasetMetadata, partition_dirs: Collection[str]) -> planning.ScanFilter:
+    """``col == value AND ...`` per directory, OR-ed: a partition filter planning can prune by."""
+    assert meta.schema is not None
+    if not meta.partition_keys:
+        return planning.NO_FILTER
+    clauses = []
+    for directory in sorted(partition_dirs):
+        values = meta.partition_values(f"{directory}/_")
+        clauses.append(
+            tuple(
+                predicates.Term(
+                    column, "==", values[column], arrow.plain_type(meta.schema.field(column).type)
+                )
+                for column in meta.partition_keys
+            )
+        )
+    pred = predicates.Predicate(tuple(clauses))
+    return planning.ScanFilter(pred, predicates.to_expression(pred))
 
 
 def _read_group(store: Store, meta: DatasetMetadata, group: CompactionGroup) -> Iterator[pa.Table]:

@@ -4,14 +4,20 @@ Input is streamed: each incoming table is split by partition values and
 written as one parquet file per partition (more when ``max_rows_per_file``
 says so).  Nothing is visible before the commit; if anything fails the
 files written so far are deleted again.
+
+A dataset whose ``auto_compact`` setting is on (:class:`AutoCompact`) is
+compacted after a write, in the partitions the write touched, as a commit of
+its own: see :meth:`PreparedWrite.compact_touched`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import os
 import uuid as uuidlib
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +31,7 @@ import pyarrow.parquet as pq
 from . import commit as committer
 from .commit import Change, Snapshot
 from .errors import (
+    CommitConflictError,
     CorruptMetadataError,
     DatasetExistsError,
     InvalidArgumentError,
@@ -54,6 +61,78 @@ SINGLE_PUT_BYTES = 16 * 1024 * 1024
 
 DataLike = Any  # pa.Table | pa.RecordBatchReader | pd.DataFrame | Iterable of those / batches
 
+#: the dataset setting (``DatasetMetadata.settings``) that holds the :class:`AutoCompact` policy
+AUTO_COMPACT = "auto_compact"
+
+
+@dataclass(frozen=True)
+class AutoCompact:
+    """Compact what many small appends leave behind: the ``auto_compact`` dataset setting.
+
+    Stored with the dataset by ``write_dataset(..., auto_compact=...)``, so
+    every later writer honours it.  After a write, each partition directory
+    the write touched that holds more than ``min_files`` files smaller than
+    ``target_size`` bytes has those files merged into files of about
+    ``target_size`` bytes, as a ``"compact"`` commit of its own.  Reads then
+    open a bounded number of files per partition however many appends came.
+    """
+
+    #: compact a partition directory once it holds more small files than this
+    min_files: int = 8
+    #: files of at least this many bytes are left alone; merged files aim at this size
+    target_size: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name, what in (("min_files", "files"), ("target_size", "bytes")):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidArgumentError(
+                    f"auto_compact {name} must be a positive int ({what}), got {value!r}; "
+                    f"e.g. auto_compact={{'min_files': 8, 'target_size': 64 * 1024**2}}"
+                )
+
+    @classmethod
+    def of(cls, value: Any) -> AutoCompact | None:
+        """The policy ``value`` asks for: ``True`` (defaults), a dict, an ``AutoCompact``;
+        ``False`` turns it off (``None``)."""
+        if isinstance(value, AutoCompact):
+            return value
+        if value is True:
+            return cls()
+        if value is False:
+            return None
+        if isinstance(value, Mapping):
+            known = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(str(k) for k in value if k not in known)
+            if unknown:
+                raise InvalidArgumentError(
+                    f"auto_compact has unknown keys {unknown}; the keys are "
+                    f"{sorted(known)}, e.g. auto_compact={{'min_files': 8}}"
+                )
+            return cls(**value)
+        raise InvalidArgumentError(
+            f"auto_compact must be True, False, a dict with keys 'min_files' and "
+            f"'target_size', or ka.AutoCompact(...), got {value!r}"
+        )
+
+    @classmethod
+    def of_setting(cls, settings: Mapping[str, Any]) -> AutoCompact | None:
+        """The policy a dataset's settings hold (``None``: off)."""
+        raw = settings.get(AUTO_COMPACT)
+        return None if raw is None else cls.of(raw)
+
+    def to_setting(self) -> dict[str, int]:
+        """The JSON form kept under the dataset's ``ktk_arrow.settings``."""
+        return dataclasses.asdict(self)
+
+
+def _auto_compact_change(value: Any) -> dict[str, Any] | None:
+    """The ``Change.settings`` for ``write_dataset(auto_compact=value)`` (``None``: unchanged)."""
+    if value is None:
+        return None
+    policy = AutoCompact.of(value)
+    return {AUTO_COMPACT: None if policy is None else policy.to_setting()}
+
 
 def write_dataset(
     data: DataLike,
@@ -72,6 +151,7 @@ def write_dataset(
     metadata: Mapping[str, Any] | None = None,
     allow_empty: bool = False,
     table: str | None = None,
+    auto_compact: bool | Mapping[str, int] | AutoCompact | None = None,
 ) -> Snapshot:
     """Write ``data`` as a kartothek dataset and commit it as one snapshot.
 
@@ -91,6 +171,16 @@ def write_dataset(
     LazyFrame (collected in streaming batches), or an iterable (also nested)
     of these.  Empty input with a known schema creates a dataset that stores
     it; without partition keys as one file without rows (as plateau does).
+
+    ``auto_compact`` stores the dataset's auto-compaction setting with this
+    commit: ``True`` (more than 8 files under 64 MiB in a partition), a dict
+    ``{"min_files": 8, "target_size": 64 * 1024**2}`` or :class:`AutoCompact`;
+    ``False`` turns it off; ``None`` (default) keeps the dataset's.  While it
+    is on, every write then compacts the partitions it touched that hold too
+    many small files, as a separate ``"compact"`` commit (see ``ka.history``).
+    That compaction is best effort: a concurrent commit it conflicts with makes
+    it skip (the next write tries again), any other failure is a warning; the
+    write is committed either way, and the returned snapshot is the write's.
     """
     prepared = prepare_write(
         resolve_store(store, storage_options),
@@ -104,6 +194,7 @@ def write_dataset(
         row_group_size=row_group_size,
         timestamp_unit=timestamp_unit,
         table=table,
+        auto_compact=auto_compact,
     )
     writer = prepared.writer_spec().open()
     try:
@@ -111,7 +202,7 @@ def write_dataset(
             writer.write(part)
         if prepared.needs_empty_file(writer.entries, writer.schema):
             writer.write_empty()
-        return prepared.commit(
+        snapshot = prepared.commit_files(
             writer.entries,
             writer.index_delta,
             writer.schema,
@@ -124,6 +215,9 @@ def write_dataset(
         raise
     finally:
         writer.release()
+    # after the cleanup above: nothing the compaction raises may delete the committed files
+    prepared.compact_touched(writer.entries, snapshot)
+    return snapshot
 
 
 def prepare_write(
@@ -139,6 +233,7 @@ def prepare_write(
     row_group_size: int | None = None,
     timestamp_unit: TimestampUnit = "us",
     table: str | None = None,
+    auto_compact: bool | Mapping[str, int] | AutoCompact | None = None,
 ) -> PreparedWrite:
     """Validate a write against the dataset's latest state, before any file is written.
 
@@ -163,6 +258,7 @@ def prepare_write(
     ):
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
+    settings = _auto_compact_change(auto_compact)
     base = committer.load_latest(store, dataset_uuid)
     if mode == "create" and base is not None:
         raise DatasetExistsError(
@@ -182,6 +278,7 @@ def prepare_write(
         schema_given=schema is not None,
         row_group_size=row_group_size or DEFAULT_ROW_GROUP_SIZE,
         max_rows_per_file=max_rows_per_file or DEFAULT_MAX_ROWS_PER_FILE,
+        settings=settings,
     )
 
 
@@ -220,6 +317,8 @@ class PreparedWrite:
     schema_given: bool
     row_group_size: int
     max_rows_per_file: int
+    #: dataset settings this write sets (``Change.settings``; ``None``: none)
+    settings: Mapping[str, Any] | None = None
 
     def needs_empty_file(self, entries: Sequence[FileEntry], schema: pa.Schema | None) -> bool:
         """Whether this write must store a file without rows (plateau's empty partition).
@@ -256,12 +355,43 @@ class PreparedWrite:
         metadata: Mapping[str, Any] | None = None,
         allow_empty: bool = False,
     ) -> Snapshot:
+        """:meth:`commit_files`, then :meth:`compact_touched`; returns the write's snapshot.
+
+        The caller deletes the files if this raises and ``may_discard`` allows
+        it, which it never does once the write is committed.
+        """
+        snapshot = self.commit_files(
+            entries, index_delta, schema, metadata=metadata, allow_empty=allow_empty
+        )
+        try:
+            self.compact_touched(entries, snapshot)
+        except BaseException as exc:  # Ctrl-C while compacting: the write's files are in
+            with contextlib.suppress(AttributeError, TypeError):
+                setattr(exc, committer._IN_DOUBT, True)
+            raise
+        return snapshot
+
+    def commit_files(
+        self,
+        entries: Sequence[FileEntry],
+        index_delta: Mapping[str, spec_index.IndexMap],
+        schema: pa.Schema | None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        allow_empty: bool = False,
+    ) -> Snapshot:
         """Commit the files written for this write (by any number of writers) as one snapshot.
 
         ``schema`` is the writers' schema (``None`` when no writer saw data).
         The caller deletes the files if this raises.
         """
-        if not entries and allow_empty and self.base is not None and self.delete_scope is None:
+        if (
+            not entries
+            and allow_empty
+            and self.base is not None
+            and self.delete_scope is None
+            and not self._changes_settings()
+        ):
             # no file written (the writers' schema is the base's when it exists): a no-op
             return Snapshot.of(self.base.commit)
         deletes_only = self.mode == "overwrite" and self.delete_scope is not None
@@ -282,7 +412,60 @@ class PreparedWrite:
             self.delete_scope,
             metadata,
         )
+        if self.settings:
+            change = dataclasses.replace(change, settings=self.settings)
         return committer.commit(self.store, self.dataset_uuid, change, base=self.base)
+
+    def _changes_settings(self) -> bool:
+        current = {} if self.base is None else self.base.settings
+        return any(current.get(k) != v for k, v in (self.settings or {}).items())
+
+    def auto_compact_policy(self) -> AutoCompact | None:
+        """The auto-compaction this write asks for, else the one the dataset had when read."""
+        if self.settings is not None and AUTO_COMPACT in self.settings:
+            return AutoCompact.of_setting(self.settings)
+        return None if self.base is None else AutoCompact.of_setting(self.base.settings)
+
+    def compact_touched(self, entries: Sequence[FileEntry], snapshot: Snapshot) -> None:
+        """Auto-compaction: compact the partitions this write added files to, if asked to.
+
+        Runs after the write's commit, as a commit of its own, on the partition
+        directories of ``entries`` only (planning costs O(touched partitions)).
+        Best effort, it never fails the write: a ``CommitConflictError`` (a
+        concurrent overwrite or delete of those files) is skipped, as the next
+        write tries again; any other error becomes a warning.  Costs nothing
+        when the setting is off.
+        """
+        if not entries or snapshot.files_added == 0:
+            return
+        try:
+            if self.auto_compact_policy() is None:
+                return
+            dirs = sorted({entry.partition_dir for entry in entries})
+            _auto_compaction()(self.store, self.dataset_uuid, dirs)
+        except CommitConflictError:
+            pass  # a concurrent commit changed these partitions; the next write tries again
+        except Exception as exc:
+            warnings.warn(
+                f"auto-compaction of dataset {self.dataset_uuid!r} after version "
+                f"{snapshot.version} failed ({type(exc).__name__}: {exc}); the write itself is "
+                f"committed. The next write retries; to compact now run "
+                f"ka.compact(store, {self.dataset_uuid!r}), or turn auto-compaction off with "
+                "write_dataset(..., auto_compact=False)",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
+def _auto_compaction() -> Any:
+    """``compact.auto_compact``, looked up when a dataset asks for it.
+
+    Compaction writes its files through this module's :class:`FileWriter`, so
+    it sits above it (DESIGN §4) and cannot be imported here: the writer
+    reaches it at run time only, after a write to a dataset whose
+    ``auto_compact`` setting is on.
+    """
+    return importlib.import_module(f"{__package__}.compact").auto_compact
 
 
 @dataclass
