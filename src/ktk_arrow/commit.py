@@ -224,9 +224,9 @@ def load_latest(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
     return None if meta is None else replace(meta, loaded_at=started)
 
 
-#: a reader first fetches this much of the view: all of a small one, or the head of a
-#: large one, whose leading extension says whether the view is lazy
-VIEW_PREFIX = 64 * 1024
+#: a reader first fetches this much of the view: all of a small (eager) one, or the
+#: start of a large one, whose leading extension says whether the view is lazy
+VIEW_PREFIX = 1024 * 1024
 
 
 def _lazy_view_version(prefix: bytes) -> int | None:
