@@ -148,8 +148,43 @@ def read_segment(store: Store, segment: manifest.Segment) -> pa.Table:
     return table
 
 
-def segment_loader(store: Store) -> Callable[[manifest.Segment], pa.Table]:
-    return lambda segment: read_segment(store, segment)
+class SegmentLoader:
+    """Reads a store's manifest segments: whole (cached), or only the row groups a filter needs."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __call__(self, segment: manifest.Segment) -> pa.Table:
+        return read_segment(self.store, segment)
+
+    def part(self, segment: manifest.Segment, expression: Any) -> pa.Table:
+        """The rows of ``segment`` matching ``expression`` (on its partition columns).
+
+        A cached segment is filtered in memory; otherwise Arrow reads only the
+        row groups whose statistics can match (ranged reads on object stores),
+        which is what a selective read of a large dataset costs.
+        """
+        with _SEGMENTS_LOCK:
+            cached = _SEGMENTS.get((self.store.url, segment.key))
+        if cached is None and segment.files > manifest.ROW_GROUP:
+            import pyarrow.dataset as ds
+
+            try:
+                source = ds.dataset(
+                    self.store.path(segment.key),
+                    filesystem=self.store.arrow_filesystem(),
+                    format="parquet",
+                )
+                table = source.to_table(filter=expression)
+                manifest.check_table(table, segment.key)
+                return table
+            except (pa.ArrowException, OSError, ValueError, TypeError):
+                pass  # the whole read names the damage
+        return self(segment).filter(expression)
+
+
+def segment_loader(store: Store) -> SegmentLoader:
+    return SegmentLoader(store)
 
 
 def load_view(store: Store, dataset_uuid: str) -> DatasetMetadata | None:

@@ -114,9 +114,11 @@ def plan(
     only for the files that survive.
     """
     pred = scan_filter.predicate
-    entries = _candidate_entries(meta, pred, load_index)
+    stat_columns = predicates.columns(pred) - set(meta.partition_keys)
+    entries, values = _candidate_entries(meta, pred, load_index, bool(stat_columns))
     tasks = [
-        FileTask(e.label, e.key, e.size, e.rows, meta.partition_values(e.label)) for e in entries
+        FileTask(e.label, e.key, e.size, e.rows, meta.partition_values(e.label) if v is None else v)
+        for e, v in zip(entries, values, strict=True)
     ]
     if pred is None:
         return tasks
@@ -130,7 +132,6 @@ def plan(
                 tasks = [t for t in tasks if t.label in keep]
             if not tasks:
                 break
-    stat_columns = predicates.columns(pred) - set(meta.partition_keys)
     if stat_columns and meta.schema is not None and tasks:
         schema = meta.schema
         by_label = {e.label: e for e in entries}
@@ -162,14 +163,17 @@ def _candidate_entries(
     meta: DatasetMetadata,
     pred: predicates.Predicate | None,
     load_index: Callable[[str, pc.Expression | None], IndexMap] | None,
-) -> list[FileEntry]:
-    """The files a partition (and index) filter can match, without touching the others."""
-    if not meta.segments:
-        return list(meta.files.values())
-    on_partitions = restrict(pred, set(meta.partition_keys)) if pred is not None else None
+    with_stats: bool,
+) -> tuple[list[FileEntry], list[dict[str, Any] | None]]:
+    """The files a partition (and index) filter can match, without touching the others.
+
+    With their partition values where a segment has them typed (``None``: parse the label).
+    """
     loader = meta.files.loader if isinstance(meta.files, LazyFiles) else None
-    if loader is None:
-        return list(meta.files.values())
+    if not meta.segments or loader is None:
+        everything = list(meta.files.values())
+        return everything, [None] * len(everything)
+    on_partitions = restrict(pred, set(meta.partition_keys)) if pred is not None else None
     tables = []
     for segment in meta.segments:
         if on_partitions is not None and meta.schema is not None:
@@ -178,9 +182,17 @@ def _candidate_entries(
             )
             if not predicates.minmax_may_match(on_partitions, bounds):
                 continue
-        table = loader(segment)
-        if on_partitions is not None:
-            table = predicates.filter_table(on_partitions, table)
+        if on_partitions is None:
+            table = loader(segment)
+        else:
+            shape = manifest.table_schema(meta.partition_keys, meta.schema)
+            expression = predicates.expression_for(on_partitions, shape)
+            part = getattr(loader, "part", None)
+            table = (
+                part(segment, expression)
+                if part is not None
+                else predicates.filter_table(on_partitions, loader(segment))
+            )
         if table.num_rows:
             tables.append(table)
     inline = list(meta.inline_files.values())
@@ -195,8 +207,12 @@ def _candidate_entries(
                 table = table.filter(mask)
                 inline = [e for e in inline if e.label in keep]
         tables = [table]
-    out = [e for table in tables for e in manifest.entries(table, meta.uuid)]
-    return out + inline
+    out: list[FileEntry] = []
+    values: list[dict[str, Any] | None] = []
+    for table in tables:
+        out.extend(manifest.entries(table, meta.uuid, stats=with_stats))
+        values.extend(manifest.partition_values(table, meta.partition_keys))
+    return out + inline, values + [None] * len(inline)
 
 
 _RESTRICTING = ("==", "in", "<", "<=", ">", ">=")

@@ -206,16 +206,20 @@ def check_table(table: pa.Table, source: str) -> None:
         raise CorruptMetadataError(f"manifest segment {source!r} has files without label or key")
 
 
-def entries(table: pa.Table, source: str) -> Iterator[FileEntry]:
-    """The files of (a filtered part of) a segment table, as Python objects."""
+def entries(table: pa.Table, source: str, *, stats: bool = True) -> Iterator[FileEntry]:
+    """The files of (a filtered part of) a segment table, as Python objects.
+
+    ``stats=False`` leaves their statistics undecoded (planning without a
+    filter on data columns never looks at them).
+    """
     from .metadata import FileEntry, _file_facts
 
     labels = table.column(LABEL).to_pylist()
     keys_ = table.column(KEY).to_pylist()
     sizes = table.column(SIZE).to_pylist()
     rows = table.column(ROWS).to_pylist()
-    stats = table.column(STATS).to_pylist()
-    for label, key, size, count, text in zip(labels, keys_, sizes, rows, stats, strict=True):
+    texts = table.column(STATS).to_pylist() if stats else [None] * table.num_rows
+    for label, key, size, count, text in zip(labels, keys_, sizes, rows, texts, strict=True):
         facts: list[Any] = [size, count]
         if text is not None:
             try:
@@ -226,6 +230,16 @@ def entries(table: pa.Table, source: str) -> Iterator[FileEntry]:
                 ) from exc
         s, r, st = _file_facts(facts, label, source)
         yield FileEntry(label, key, s, r, st)
+
+
+def partition_values(table: pa.Table, partition_keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Each file's typed partition values, straight from the segment's columns (no parsing)."""
+    columns = [table.column(c).to_pylist() for c in partition_keys]
+    return (
+        [dict(zip(partition_keys, row, strict=True)) for row in zip(*columns, strict=True)]
+        if (partition_keys)
+        else [{} for _ in range(table.num_rows)]
+    )
 
 
 class LazyFiles(Mapping[str, "FileEntry"]):

@@ -781,8 +781,12 @@ def filter_table(pred: Predicate | None, table: pa.Table) -> pa.Table:
             f"the predicate uses column(s) {', '.join(map(repr, missing))} that the table "
             f"does not have; its columns are {known}"
         )
-    schema = table.schema
-    return table.filter(_expression(pred, lambda term: schema.field(term.column).type))
+    return table.filter(expression_for(pred, table.schema))
+
+
+def expression_for(pred: Predicate, schema: pa.Schema) -> pc.Expression:
+    """:func:`to_expression` with literals typed as ``schema``'s columns (a table's own)."""
+    return _expression(pred, lambda term: schema.field(term.column).type)
 
 
 # --------------------------------------------------------------------------
