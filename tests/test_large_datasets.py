@@ -265,3 +265,43 @@ def test_segment_bounds_are_typed_for_dates(tmp_path, small_limits):
 
     got = ka.dataset(root, "ds", filter=[[("d", ">=", dt.date(2024, 2, 25))]]).to_table()
     assert sorted(got.column("x").to_pylist()) == list(range(55, 60))
+
+
+def _append_lazily(url: str, options: dict, writer: int, count: int) -> list[int]:
+    store = ka.resolve_store(url, options)
+    out = []
+    for i in range(count):
+        df = pd.DataFrame({"p": [writer % 3, (writer + i) % 3], "c": [writer * 100 + i] * 2})
+        df["v"] = [float(writer), float(i)]
+        out.append(ka.write_dataset(df, store, "ds", mode="append").version)
+    return out
+
+
+def test_concurrent_appends_to_a_lazy_dataset_all_land(shared_url_and_options):
+    """Writers in other processes (default limits) follow the dataset's own settings."""
+    import multiprocessing as mp
+
+    url, options = shared_url_and_options
+    store = ka.resolve_store(url, dict(options))
+    first = pd.DataFrame({"p": [0, 1, 2], "c": [-1, -2, -3], "v": [0.0, 0.0, 0.0]})
+    ka.write_dataset(first, store, "ds", partition_on=["p"], secondary_indices=["c"])
+    commit.configure(store, "ds", view="lazy", inline_max=2)
+    writers, appends = 4, 4
+    with mp.get_context("spawn").Pool(writers) as pool:
+        results = pool.starmap(
+            _append_lazily, [(url, dict(options), w, appends) for w in range(writers)]
+        )
+    assert sorted(v for vs in results for v in vs) == list(range(2, 2 + writers * appends))
+    meta = commit.load(store, "ds")
+    assert meta.segments and commit.is_lazy(meta)
+    table = ka.dataset(store, "ds").to_table().to_pandas()
+    assert len(table) == 3 + 2 * writers * appends
+    for w in range(writers):
+        for i in range(appends):
+            hit = ka.dataset(store, "ds", filter=[[("c", "==", w * 100 + i)]]).to_table()
+            assert hit.num_rows == 2
+    assert [s.version for s in ka.history(store, "ds")] == list(range(2 + writers * appends))
+    commit.refresh_view(store, "ds")
+    view = commit.load_view(store, "ds")
+    assert view.version == meta.version and len(view.files) == len(meta.files)
+    assert not check.check_dataset(store, "ds").problems

@@ -1110,7 +1110,7 @@ def _lazy_files(
                 f"file label {entry.label!r} already exists in {dataset_uuid!r}"
             )
         inline[entry.label] = entry
-    if len(inline) > manifest.INLINE_MAX:
+    if len(inline) > _inline_max(base, change):
         table = _segment_table_of(list(inline.values()), dataset_uuid, partition_keys, schema)
         segments.append(
             _write_segment(
@@ -1131,6 +1131,14 @@ def _lazy_files(
         new = _write_segment(store, dataset_uuid, version, merged, level, partition_keys, written)
         segments = [s for i, s in enumerate(segments) if i not in chosen] + [new]
     return manifest.LazyFiles(inline, segments, segment_loader(store))
+
+
+def _inline_max(base: DatasetMetadata, change: Change) -> int:
+    """Files a root lists inline: ``manifest.INLINE_MAX``, or the dataset's ``inline_max``."""
+    value = _merged_settings(base.settings, change.settings).get("inline_max")
+    if type(value) is int and value >= 0:
+        return value
+    return manifest.INLINE_MAX
 
 
 #: index pairs an index segment of level 0 holds at most, divided by ``FANIN``
@@ -1537,6 +1545,12 @@ def configure(store: Store, dataset_uuid: str, **settings: Any) -> Snapshot:
     if view is not None and view not in VIEW_MODES:
         raise InvalidArgumentError(
             f"view={view!r} is not a view mode; use one of {', '.join(map(repr, VIEW_MODES))}"
+        )
+    inline = settings.get("inline_max")
+    if inline is not None and (type(inline) is not int or inline < 0):
+        raise InvalidArgumentError(
+            f"inline_max={inline!r} must be a non-negative int (files a root lists inline "
+            f"before they go to a manifest segment; default {manifest.INLINE_MAX})"
         )
     return commit(store, dataset_uuid, Change(operation="configure", settings=settings))
 
