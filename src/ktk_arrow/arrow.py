@@ -137,17 +137,20 @@ class KartothekDataset(ds.FileSystemDataset):
         fs = store.arrow_filesystem()
         fmt = _parquet_format(store)
         expressions = _partition_expressions(tasks, schema)
+        # keys were checked when the metadata was parsed (metadata._check_keys, or the
+        # segment's table): only the root is joined here
+        prefix = f"{store.root}/" if store.root else ""
         if isinstance(fs, pafs.LocalFileSystem):
             # a local open learns the size by fstat: a FileInfo per file would only cost time
             fragments = [
-                fmt.make_fragment(store.path(t.key), filesystem=fs, partition_expression=e)
+                fmt.make_fragment(prefix + t.key, filesystem=fs, partition_expression=e)
                 for t, e in zip(tasks, expressions)
             ]
         else:
             # the size lets object stores read the footer without a HEAD request
             fragments = [
                 fmt.make_fragment(
-                    store.path(t.key), filesystem=fs, partition_expression=e, file_size=t.size
+                    prefix + t.key, filesystem=fs, partition_expression=e, file_size=t.size
                 )
                 for t, e in zip(tasks, expressions)
             ]

@@ -204,6 +204,18 @@ def check_table(table: pa.Table, source: str) -> None:
         raise CorruptMetadataError(f"manifest segment {source!r} lacks the columns {missing}")
     if table.column(LABEL).null_count or table.column(KEY).null_count:
         raise CorruptMetadataError(f"manifest segment {source!r} has files without label or key")
+    # the checks metadata.is_store_key and _file_facts make per file, vectorised
+    bad_key = pc.match_substring_regex(table.column(KEY), r"(^/)|\\|(^|/)\.{0,2}(/|$)")
+    if pc.any(bad_key).as_py():
+        key = table.column(KEY).filter(bad_key)[0].as_py()
+        raise CorruptMetadataError(
+            f"manifest segment {source!r} references {key!r}, which is not a plain key of the "
+            "store (relative, without '..', '.', empty segments or backslashes)"
+        )
+    for column in (SIZE, ROWS):
+        values = table.column(column).cast(pa.int64())
+        if pc.any(pc.less(values, 0)).as_py():
+            raise CorruptMetadataError(f"manifest segment {source!r} has negative {column}")
 
 
 def entries(table: pa.Table, source: str, *, stats: bool = True) -> Iterator[FileEntry]:
@@ -220,6 +232,9 @@ def entries(table: pa.Table, source: str, *, stats: bool = True) -> Iterator[Fil
     rows = table.column(ROWS).to_pylist()
     texts = table.column(STATS).to_pylist() if stats else [None] * table.num_rows
     for label, key, size, count, text in zip(labels, keys_, sizes, rows, texts, strict=True):
+        if text is None:  # sizes and rows were checked with the table (check_table)
+            yield FileEntry(label, key, size, count)
+            continue
         facts: list[Any] = [size, count]
         if text is not None:
             try:
