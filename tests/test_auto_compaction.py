@@ -61,8 +61,9 @@ def operations(path: str) -> list[str]:
 
 
 def parquet_files(path: str) -> set[str]:
+    """The data files on disk (keys relative to the store root)."""
     root = Path(path)
-    return {str(p.relative_to(root)) for p in root.rglob("*.parquet")}
+    return {str(p.relative_to(root)) for p in (root / UUID / "table").rglob("*.parquet")}
 
 
 @pytest.fixture
@@ -279,12 +280,30 @@ def test_only_the_partitions_a_write_touched_are_compacted(path, monkeypatch, no
     monkeypatch.setattr(planning, "plan", spy)
     only_c = pa.table({"p": ["c"], "x": pa.array([10_000], pa.int64()), "s": ["late"]})
     ka.write_dataset(only_c, path, UUID, mode="append", auto_compact={"min_files": 4})
-    # planning was handed a filter on the touched partition only
-    [scan_filter] = planned
+    # planning (of the write's state, then of the latest) was handed the touched partition only
+    assert len(planned) == 2
+    for scan_filter in planned:
+        clauses = scan_filter.predicate.clauses
+        assert [[(t.column, t.op, t.value) for t in c] for c in clauses] == [[("p", "==", "c")]]
     assert files_per_partition(path) == {"p=a": 6, "p=b": 6, "p=c": 1, "p=d": 6, "p=e": 6}
-    assert [[(t.column, t.op, t.value) for t in c] for c in scan_filter.predicate.clauses] == [
-        [("p", "==", "c")]
-    ]
+
+
+def test_an_append_that_compacts_nothing_reads_nothing_more(path, monkeypatch, no_warnings):
+    ka.write_dataset(batch(0), path, UUID, partition_on=["p"], auto_compact={"min_files": 3})
+    loads: list[str] = []
+    load = committer.load
+
+    def counting_load(*args, **kwargs):
+        loads.append("load")
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(committer, "load", counting_load)
+    ka.write_dataset(batch(1), path, UUID, mode="append")  # 2 files per partition
+    ka.write_dataset(batch(2), path, UUID, mode="append")  # 3: not more than min_files
+    assert loads == []
+    ka.write_dataset(batch(3), path, UUID, mode="append")  # 4: compacts
+    assert loads == ["load"]
+    assert operations(path)[-1] == "compact"
 
 
 def test_partition_values_of_every_kind_are_selected(path, no_warnings):

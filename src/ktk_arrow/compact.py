@@ -29,6 +29,7 @@ deleted again).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -153,20 +154,37 @@ def _execute(
 
 
 def auto_compact(
-    store: Store, dataset_uuid: str, partition_dirs: Collection[str]
+    store: Store,
+    dataset_uuid: str,
+    partition_dirs: Collection[str],
+    *,
+    policy: AutoCompact | None = None,
+    known: DatasetMetadata | None = None,
+    added: Sequence[FileEntry] = (),
 ) -> Compaction | None:
     """Compact the ``partition_dirs`` (a write's) holding more than ``min_files`` small files.
 
-    The policy is the dataset's ``auto_compact`` setting in its latest state
-    (``None`` is returned when it is off there: a concurrent writer may have
-    turned it off).  Files of at least ``target_size`` bytes are left alone;
-    the small files of each chosen directory are merged into files of about
-    ``target_size`` bytes, as one ``"compact"`` commit with compaction's
+    Given the write's ``policy``, the state it read (``known``) and the files
+    it ``added``, returns ``None`` without a request when those show no
+    directory over the limit, so an append that compacts nothing costs
+    nothing (concurrent appends may be missed: a later write sees them).
+    Otherwise the latest state is read, and its ``auto_compact`` setting is
+    the policy (``None`` is returned when it is off there: a concurrent writer
+    may have turned it off).  Files of at least ``target_size`` bytes are left
+    alone; the small files of each chosen directory are merged into files of
+    about ``target_size`` bytes, as one ``"compact"`` commit with compaction's
     conflict rules.  Raises what compaction raises.
     """
+    if not partition_dirs:
+        return None
+    if policy is not None:
+        files = [*(_selected_files(known, None, partition_dirs) if known else ()), *added]
+        small = Counter(f.partition_dir for f in files if _is_small(f, policy.target_size))
+        if max(small.values(), default=0) <= policy.min_files:
+            return None
     base = committer.load(store, dataset_uuid)
     policy = AutoCompact.of_setting(base.settings)
-    if policy is None or not partition_dirs:
+    if policy is None:
         return None
     groups = plan_compaction(
         base,
@@ -184,6 +202,13 @@ def auto_compact(
         return current
     snapshot = _execute(store, base, groups, rows_per_file, None)
     return replace(current, snapshot=snapshot, committed=True)
+
+
+def _is_small(entry: FileEntry, target_size: int | None, target_rows: int | None = None) -> bool:
+    """Whether a file is worth merging: under both limits (an unknown size or count is)."""
+    return (target_rows is None or entry.rows is None or entry.rows < target_rows) and (
+        target_size is None or entry.size is None or entry.size < target_size
+    )
 
 
 def _rows_for_size(groups: Sequence[CompactionGroup], target_size: int) -> int:
@@ -223,9 +248,7 @@ def plan_compaction(
     """
     by_dir: dict[str, list[FileEntry]] = {}
     for entry in _selected_files(meta, partitions, partition_dirs):
-        if (entry.rows is None or entry.rows < target_rows_per_file) and (
-            target_size is None or entry.size is None or entry.size < target_size
-        ):
+        if _is_small(entry, target_size, target_rows_per_file):
             by_dir.setdefault(entry.partition_dir, []).append(entry)
     groups = []
     for directory, entries in sorted(by_dir.items()):

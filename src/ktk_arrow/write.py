@@ -434,15 +434,19 @@ class PreparedWrite:
         Best effort, it never fails the write: a ``CommitConflictError`` (a
         concurrent overwrite or delete of those files) is skipped, as the next
         write tries again; any other error becomes a warning.  Costs nothing
-        when the setting is off.
+        when the setting is off, or when the state this write read plus its own
+        files leave no touched partition over ``min_files``.
         """
         if not entries or snapshot.files_added == 0:
             return
         try:
-            if self.auto_compact_policy() is None:
+            policy = self.auto_compact_policy()
+            if policy is None:
                 return
             dirs = sorted({entry.partition_dir for entry in entries})
-            _auto_compaction()(self.store, self.dataset_uuid, dirs)
+            _auto_compaction()(
+                self.store, self.dataset_uuid, dirs, policy=policy, known=self.base, added=entries
+            )
         except CommitConflictError:
             pass  # a concurrent commit changed these partitions; the next write tries again
         except Exception as exc:
