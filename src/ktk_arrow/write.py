@@ -93,8 +93,11 @@ class AutoCompact:
 
     @classmethod
     def of(cls, value: Any) -> AutoCompact | None:
-        """The policy ``value`` asks for: ``True`` (defaults), a dict, an ``AutoCompact``;
-        ``False`` turns it off (``None``)."""
+        """The policy ``value`` names; ``None`` when it turns auto-compaction off.
+
+        ``True`` is the defaults, a dict names some fields, an ``AutoCompact``
+        is itself, ``False`` is off; anything else is ``InvalidArgumentError``.
+        """
         if isinstance(value, AutoCompact):
             return value
         if value is True:
