@@ -11,7 +11,7 @@ TEST_STAMP := $(VENV)/.test-installed
 LAZY_SUITES := tests/test_dataset_local.py tests/test_kartothek_facades.py tests/test_compact.py \
 	tests/test_commit.py tests/test_io_iter.py tests/test_io_dask.py tests/test_foreign_files.py \
 	tests/test_arrow_consumers.py tests/test_partition_values.py tests/test_types.py \
-	tests/test_plateau_compat.py tests/test_large_datasets.py
+	tests/test_plateau_compat.py tests/test_large_datasets.py tests/test_auto_compaction.py
 
 $(CORE_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
