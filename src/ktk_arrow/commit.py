@@ -642,6 +642,12 @@ _UNKNOWN: Any = object()
 _IN_DOUBT = "_ktk_commit_in_doubt"
 
 
+def mark_in_doubt(exc: BaseException) -> None:
+    """Record that ``exc`` struck after a commit may have happened: its files must stay."""
+    with contextlib.suppress(AttributeError, TypeError):
+        setattr(exc, _IN_DOUBT, True)
+
+
 def may_discard(exc: BaseException) -> bool:
     """Whether a write that failed with ``exc`` may delete its files.
 
@@ -698,8 +704,7 @@ def commit(store: Store, dataset_uuid: str, change: Change, *, base: Any = _UNKN
                     _publish(store, dataset_uuid, new, base, raw)
                     return Snapshot.of(new.commit)
             except BaseException as exc:
-                with contextlib.suppress(AttributeError, TypeError):
-                    setattr(exc, _IN_DOUBT, True)
+                mark_in_doubt(exc)
                 raise
             # proven: the entry at that version is another writer's
             _discard_index_files(store, base, new)
@@ -727,7 +732,7 @@ def _is_noop(base: DatasetMetadata, new: DatasetMetadata, change: Change) -> boo
     )
     return (
         not change.add
-        and set(new.files) == set(base.files)
+        and len(new.files) == len(base.files)  # nothing added: equal sizes, nothing removed
         and dict(new.indices) == dict(base.indices)
         and new.partition_keys == base.partition_keys
         and dict(new.user_metadata) == dict(base.user_metadata)

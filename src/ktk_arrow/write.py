@@ -369,8 +369,7 @@ class PreparedWrite:
         try:
             self.compact_touched(entries, snapshot)
         except BaseException as exc:  # Ctrl-C while compacting: the write's files are in
-            with contextlib.suppress(AttributeError, TypeError):
-                setattr(exc, committer._IN_DOUBT, True)
+            committer.mark_in_doubt(exc)
             raise
         return snapshot
 
