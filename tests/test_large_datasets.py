@@ -305,3 +305,20 @@ def test_concurrent_appends_to_a_lazy_dataset_all_land(shared_url_and_options):
     view = commit.load_view(store, "ds")
     assert view.version == meta.version and len(view.files) == len(meta.files)
     assert not check.check_dataset(store, "ds").problems
+
+
+def test_check_reports_a_missing_segment_instead_of_failing(tmp_path):
+    root = str(tmp_path)
+    store = LocalStore(root)
+    df = pd.DataFrame({"p": list(range(40)), "c": list(range(40))})
+    ka.write_dataset(df, root, "ds", partition_on=["p"], secondary_indices=["c"])
+    commit.configure(store, "ds", view="lazy", inline_max=2)
+    ka.write_dataset(df.assign(c=df.c + 100), root, "ds", mode="append")
+    meta = commit.load(store, "ds")
+    assert meta.segments and meta.index_tail["c"]
+    assert not check.check_dataset(store, "ds").problems
+    commit._SEGMENTS.clear()
+    os.remove(os.path.join(root, meta.segments[-1].key))
+    found = {(p.kind, p.key) for p in check.check_dataset(store, "ds").problems}
+    assert ("missing_file", meta.segments[-1].key) in found
+    assert ("segment_unreadable", keys.log_key("ds", meta.version)) in found

@@ -60,7 +60,8 @@ KINDS: Mapping[str, str] = {
     "view_lags": "warning: the view is behind the log (readers roll forward)",
     "view_missing": "warning: no view, the log holds the dataset (plateau cannot see it)",
     "view_foreign": "warning: plateau/kartothek rewrote the view; the next commit adopts it",
-    "missing_file": "a referenced data, index or schema file does not exist",
+    "missing_file": "a referenced data, index, schema or manifest segment file does not exist",
+    "segment_unreadable": "a snapshot's manifest segment cannot be read (its files are unknown)",
     "size_mismatch": "a data file's size differs from the size the metadata records",
     "index_unreadable": "an index file cannot be read",
     "index_dangling": "an index references a label that is not a file of the snapshot",
@@ -395,16 +396,18 @@ class _Checker:
         """Every object the states reference, with what the newest of them records."""
         refs: dict[str, _Ref] = {}
         for state in states:  # newest first
-            for entry in state.files.values():
+            for key in sorted(commit.metadata_keys(state)):
+                refs.setdefault(key, _Ref(key, [], None)).versions.append(state.version)
+            try:
+                files = list(state.files.values())
+            except KtkError as exc:
+                self.problem("segment_unreadable", keys.log_key(self.uuid, state.version), str(exc))
+                files = list(state.inline_files.values())
+            for entry in files:
                 ref = refs.setdefault(entry.key, _Ref(entry.key, [], entry, state.version))
                 ref.versions.append(state.version)
                 if ref.entry is not None and ref.entry.size is None and entry.size is not None:
                     ref.entry, ref.recorded_by = entry, state.version
-            for index_ref in state.indices.values():
-                if isinstance(index_ref, str):
-                    refs.setdefault(index_ref, _Ref(index_ref, [], None)).versions.append(
-                        state.version
-                    )
         if latest is not None and latest.schema is not None and latest.files:
             schema_key = keys.common_metadata_key(self.uuid, latest.table)
             refs[schema_key] = _Ref(schema_key, [latest.version], None)
@@ -440,7 +443,10 @@ class _Checker:
                 )
 
     def _check_indices(self, latest: DatasetMetadata) -> None:
-        live = set(latest.files)
+        try:
+            live = set(latest.files)
+        except KtkError:
+            return  # reported as segment_unreadable: the snapshot's files are unknown
         for column, ref in sorted(latest.indices.items()):
             key = ref if isinstance(ref, str) else keys.metadata_key(self.uuid)
             if isinstance(ref, str) and ref not in self.listed:
