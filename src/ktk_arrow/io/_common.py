@@ -150,16 +150,20 @@ def read_frames(
     categoricals: Sequence[str] | None,
     dates_as_object: bool,
     dispatch_by: Sequence[str] | None = None,
+    groups: Sequence[Group] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """One DataFrame per file (or per ``dispatch_by`` group), in label (group) order.
 
     ``ds`` is opened with the predicates (:func:`open_dataset`): its files are
-    the planned ones.  A file or group whose rows the predicates filter out
-    gives an empty (typed) DataFrame, as in plateau.
+    the planned ones, and each is read as planned, projected to ``columns``.
+    ``groups`` are ``group_tasks(ds, dispatch_by)`` if the caller has them
+    already (grouping by an indexed column reads its index).  A file or group
+    whose rows the predicates filter out gives an empty (typed) DataFrame, as
+    in plateau.
     """
     check_columns(ds, columns, "columns")
     rows = row_filter(ds)
-    for group in group_tasks(ds, dispatch_by):
+    for group in group_tasks(ds, dispatch_by) if groups is None else groups:
         part = arrow.KartothekDataset(ds.store, ds.metadata, list(group.tasks))
         wanted = rows
         if group.row_filter is not None:

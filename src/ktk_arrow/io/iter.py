@@ -50,13 +50,15 @@ def read_dataset_as_dataframes__iterator(
     cols = _common.column_list(columns, ds.metadata.table)
     _common.check_columns(ds, cols, "columns")
     _common.check_columns(ds, list(categoricals or []), "categoricals")
-    _common.group_tasks(ds, dispatch_by)  # check dispatch_by now, not on the first next()
+    # grouped now: dispatch_by is checked before the first next(), and an index it
+    # names is read once
+    groups = _common.group_tasks(ds, dispatch_by)
     return _common.read_frames(
         ds,
         columns=cols,
         categoricals=categoricals,
         dates_as_object=dates_as_object,
-        dispatch_by=dispatch_by,
+        groups=groups,
     )
 
 
