@@ -1527,9 +1527,14 @@ def write_lazy_view(store: Store, dataset_uuid: str, meta: DatasetMetadata) -> N
     labels = list(meta.files)
     written: list[str] = []
     try:
-        for column in meta.indices:
+        for column, ref in meta.indices.items():
             # older index segments may name files removed since: the view's index is exact
-            merged = spec_index.as_index(read_index(store, meta, column)).only_labels(labels)
+            full = spec_index.as_index(read_index(store, meta, column))
+            merged = full.only_labels(labels)
+            if isinstance(ref, str) and not meta.index_tail.get(column):
+                if merged.pairs.num_rows == full.pairs.num_rows:
+                    indices[column] = ref  # the base alone, and exact: plateau reads it as is
+                    continue
             key = keys.index_key(dataset_uuid, column, now, uuidlib.uuid4().hex[:8])
             _put_index(store, key, column, meta.schema, merged, written)
             indices[column] = key
