@@ -1029,9 +1029,16 @@ def _segment_table_of(
     dataset_uuid: str,
     partition_keys: tuple[str, ...],
     schema: pa.Schema | None,
+    table: str,
 ) -> pa.Table:
     shape = DatasetMetadata(uuid=dataset_uuid, partition_keys=partition_keys, schema=schema)
-    return manifest.to_table(entries, partition_keys, schema, shape.partition_values)
+    return manifest.to_table(
+        entries,
+        partition_keys,
+        schema,
+        shape.partition_values,
+        keys.table_prefix(dataset_uuid, table) + "/",
+    )
 
 
 def _write_segment(
@@ -1116,7 +1123,9 @@ def _lazy_files(
             )
         inline[entry.label] = entry
     if len(inline) > _inline_max(base, change):
-        table = _segment_table_of(list(inline.values()), dataset_uuid, partition_keys, schema)
+        table = _segment_table_of(
+            list(inline.values()), dataset_uuid, partition_keys, schema, base.table
+        )
         segments.append(
             _write_segment(
                 store,
@@ -1135,7 +1144,9 @@ def _lazy_files(
         level = max(manifest.level_of(merged.num_rows), segments[chosen[0]].level + 1)
         new = _write_segment(store, dataset_uuid, version, merged, level, partition_keys, written)
         segments = [s for i, s in enumerate(segments) if i not in chosen] + [new]
-    return manifest.LazyFiles(inline, segments, segment_loader(store))
+    return manifest.LazyFiles(
+        inline, segments, segment_loader(store), keys.table_prefix(dataset_uuid, base.table) + "/"
+    )
 
 
 def _inline_max(base: DatasetMetadata, change: Change) -> int:
@@ -1531,10 +1542,10 @@ def write_lazy_view(store: Store, dataset_uuid: str, meta: DatasetMetadata) -> N
             # older index segments may name files removed since: the view's index is exact
             full = spec_index.as_index(read_index(store, meta, column))
             merged = full.only_labels(labels)
-            if isinstance(ref, str) and not meta.index_tail.get(column):
-                if merged.pairs.num_rows == full.pairs.num_rows:
-                    indices[column] = ref  # the base alone, and exact: plateau reads it as is
-                    continue
+            exact = merged.pairs.num_rows == full.pairs.num_rows
+            if isinstance(ref, str) and not meta.index_tail.get(column) and exact:
+                indices[column] = ref  # the base alone, and exact: plateau reads it as is
+                continue
             key = keys.index_key(dataset_uuid, column, now, uuidlib.uuid4().hex[:8])
             _put_index(store, key, column, meta.schema, merged, written)
             indices[column] = key

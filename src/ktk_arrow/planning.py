@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from . import commit
 from .errors import InvalidPredicateError
-from .spec import manifest, predicates
+from .spec import keys, manifest, predicates
 from .spec.index import IndexMap
 from .spec.manifest import LazyFiles
 from .spec.metadata import DatasetMetadata, FileEntry
@@ -210,7 +210,11 @@ def _candidate_entries(
     out: list[FileEntry] = []
     values: list[dict[str, Any] | None] = []
     for table in tables:
-        out.extend(manifest.entries(table, meta.uuid, stats=with_stats))
+        out.extend(
+            manifest.entries(
+                table, meta.uuid, keys.table_prefix(meta.uuid, meta.table) + "/", stats=with_stats
+            )
+        )
         values.extend(manifest.partition_values(table, meta.partition_keys))
     return out + inline, values + [None] * len(inline)
 

@@ -125,12 +125,17 @@ def to_table(
     partition_keys: Sequence[str],
     schema: pa.Schema | None,
     values_of: Callable[[str], Mapping[str, Any]],
+    prefix: str = "",
 ) -> pa.Table:
-    """The segment table of ``entries``, sorted by partition values, then label."""
+    """The segment table of ``entries``, sorted by partition values, then label.
+
+    A key that is the dataset's own ``<prefix><label>.parquet`` is stored as
+    null (a third of a segment's bytes otherwise): see :func:`entries`.
+    """
     target = table_schema(partition_keys, schema)
     columns: dict[str, list[Any]] = {
         LABEL: [e.label for e in entries],
-        KEY: [e.key for e in entries],
+        KEY: [None if prefix and e.key == f"{prefix}{e.label}.parquet" else e.key for e in entries],
         SIZE: [e.size for e in entries],
         ROWS: [e.rows for e in entries],
         STATS: [json.dumps(e.stats, separators=(",", ":")) if e.stats else None for e in entries],
@@ -202,8 +207,8 @@ def check_table(table: pa.Table, source: str) -> None:
     missing = [c for c in FIXED if c not in table.column_names]
     if missing:
         raise CorruptMetadataError(f"manifest segment {source!r} lacks the columns {missing}")
-    if table.column(LABEL).null_count or table.column(KEY).null_count:
-        raise CorruptMetadataError(f"manifest segment {source!r} has files without label or key")
+    if table.column(LABEL).null_count:
+        raise CorruptMetadataError(f"manifest segment {source!r} has files without a label")
     # the checks metadata.is_store_key and _file_facts make per file, vectorised
     bad_key = pc.match_substring_regex(table.column(KEY), r"(^/)|\\|(^|/)\.{0,2}(/|$)")
     if pc.any(bad_key).as_py():
@@ -218,16 +223,22 @@ def check_table(table: pa.Table, source: str) -> None:
             raise CorruptMetadataError(f"manifest segment {source!r} has negative {column}")
 
 
-def entries(table: pa.Table, source: str, *, stats: bool = True) -> Iterator[FileEntry]:
+def entries(
+    table: pa.Table, source: str, prefix: str, *, stats: bool = True
+) -> Iterator[FileEntry]:
     """The files of (a filtered part of) a segment table, as Python objects.
 
-    ``stats=False`` leaves their statistics undecoded (planning without a
-    filter on data columns never looks at them).
+    ``prefix`` is the dataset's ``<uuid>/<table>/``: a null key is
+    ``<prefix><label>.parquet``.  ``stats=False`` leaves their statistics
+    undecoded (planning without a filter on data columns never looks at them).
     """
     from .metadata import FileEntry, _file_facts
 
     labels = table.column(LABEL).to_pylist()
-    keys_ = table.column(KEY).to_pylist()
+    keys_ = [
+        f"{prefix}{label}.parquet" if key is None else key
+        for label, key in zip(labels, table.column(KEY).to_pylist(), strict=True)
+    ]
     sizes = table.column(SIZE).to_pylist()
     rows = table.column(ROWS).to_pylist()
     texts = table.column(STATS).to_pylist() if stats else [None] * table.num_rows
@@ -270,7 +281,10 @@ class LazyFiles(Mapping[str, "FileEntry"]):
         inline: Mapping[str, FileEntry],
         segments: Sequence[Segment],
         loader: Callable[[Segment], pa.Table] | None,
+        prefix: str,
     ) -> None:
+        #: ``<uuid>/<table>/``: where a segment's null keys point
+        self.prefix = prefix
         self.inline = dict(inline)
         self.segments = tuple(segments)
         self.loader = loader
@@ -284,7 +298,7 @@ class LazyFiles(Mapping[str, "FileEntry"]):
                 )
             out: dict[str, FileEntry] = {}
             for segment in self.segments:
-                for entry in entries(self.loader(segment), segment.key):
+                for entry in entries(self.loader(segment), segment.key, self.prefix):
                     if entry.label in out:
                         raise CorruptMetadataError(
                             f"file {entry.label!r} is listed by two manifest segments "

@@ -398,7 +398,9 @@ class DatasetMetadata:
                         f"{source} references manifest segment {segment.key!r} outside "
                         f"dataset {uuid!r}"
                     )
-            all_files = manifest.LazyFiles(files, parsed, loader)
+            all_files = manifest.LazyFiles(
+                files, parsed, loader, keys.table_prefix(uuid, table) + "/"
+            )
         index_tail, index_pairs = _index_ext(ext.get("index"), uuid, source)
         if not isinstance(partition_keys, list) or not all(
             isinstance(k, str) for k in partition_keys
