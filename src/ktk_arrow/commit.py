@@ -993,8 +993,9 @@ EAGER_MAX_FILES = 1000
 EAGER_MAX_PAIRS = 100_000
 #: a lazy view is refreshed once its cost per commit since the last refresh drops below this
 VIEW_BYTES_PER_COMMIT = 64 * 1024
-#: about the bytes one file takes in a view
+#: about the bytes one file takes in a view, and one (value, file) pair in its indices
 VIEW_BYTES_PER_FILE = 250
+VIEW_BYTES_PER_PAIR = 10
 VIEW_MODES = ("auto", "eager", "lazy")
 
 
@@ -1509,9 +1510,9 @@ def _publish(
 def _view_due(meta: DatasetMetadata, base: DatasetMetadata | None, view_version: int) -> bool:
     """Whether a lazy view is refreshed with ``meta``: amortised over the commits since the last.
 
-    The view must hold every file, so refreshing it costs O(files); doing so
-    once its lag times ``VIEW_BYTES_PER_COMMIT`` exceeds its size keeps the
-    cost per commit bounded.  A view not yet lazy (the dataset just grew past
+    The view must hold every file and whole indices, so refreshing it costs
+    O(files + index pairs); doing so once its lag times
+    ``VIEW_BYTES_PER_COMMIT`` exceeds that size keeps the cost per commit bounded.  A view not yet lazy (the dataset just grew past
     the eager limits) and a changed schema (plateau reads ``_common_metadata``
     with the view) are refreshed at once; ``view="lazy"`` only then.
     """
@@ -1522,7 +1523,8 @@ def _view_due(meta: DatasetMetadata, base: DatasetMetadata | None, view_version:
     if meta.settings.get("view") == "lazy":
         return False
     lag = meta.version - view_version
-    return lag * VIEW_BYTES_PER_COMMIT >= len(meta.files) * VIEW_BYTES_PER_FILE
+    size = len(meta.files) * VIEW_BYTES_PER_FILE + _index_pair_count(meta) * VIEW_BYTES_PER_PAIR
+    return lag * VIEW_BYTES_PER_COMMIT >= size
 
 
 def write_lazy_view(store: Store, dataset_uuid: str, meta: DatasetMetadata) -> None:
