@@ -1512,9 +1512,10 @@ def _view_due(meta: DatasetMetadata, base: DatasetMetadata | None, view_version:
 
     The view must hold every file and whole indices, so refreshing it costs
     O(files + index pairs); doing so once its lag times
-    ``VIEW_BYTES_PER_COMMIT`` exceeds that size keeps the cost per commit bounded.  A view not yet lazy (the dataset just grew past
-    the eager limits) and a changed schema (plateau reads ``_common_metadata``
-    with the view) are refreshed at once; ``view="lazy"`` only then.
+    ``VIEW_BYTES_PER_COMMIT`` exceeds that size keeps the cost per commit
+    bounded.  A view not yet lazy (the dataset just grew past the eager
+    limits) and a changed schema (plateau reads ``_common_metadata`` with the
+    view) are refreshed at once; ``view="lazy"`` only then.
     """
     if view_version < 0 or base is None:
         return True
