@@ -874,7 +874,19 @@ def concurrent_appends(
     try:
         barrier.wait(timeout=300)
         start = time.perf_counter()
-        reports = [out.get(timeout=1800) for _ in workers]
+        reports: list[dict[str, Any]] = []
+        while len(reports) < procs:
+            try:
+                reports.append(out.get(timeout=1))
+            except queue_module.Empty:
+                dead = [w for w in workers if w.exitcode is not None]
+                if len(dead) > len(reports) and out.empty():
+                    codes = sorted({w.exitcode for w in dead})
+                    raise RuntimeError(
+                        f"{len(dead) - len(reports)} writer process(es) died (exit {codes})"
+                    ) from None
+                if time.perf_counter() - start > 3600:
+                    raise TimeoutError("concurrent appends took over an hour") from None
         wall = time.perf_counter() - start
     finally:
         for w in workers:
