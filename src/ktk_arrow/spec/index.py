@@ -155,18 +155,26 @@ def to_parquet(column: str, value_type: pa.DataType, index: Mapping[Any, Collect
     values = pairs.column(_VALUE)
     if values.type != value_type:
         values = values.cast(value_type)
-    grouped = (
-        pa.table({_VALUE: values, _LABEL: pairs.column(_LABEL)})
-        .group_by(_VALUE)
-        .aggregate([(_LABEL, "list")])
-        .sort_by(_VALUE)
-    )
-    table = pa.table(
-        {
-            column: grouped.column(_VALUE),
-            PARTITION_COLUMN: grouped.column(f"{_LABEL}_list"),
-        }
-    )
+    labels = pairs.column(_LABEL)
+    if pc.count_distinct(values).as_py() == len(values):
+        # every value in one file (an append's own index): sort, no grouping
+        order = pc.sort_indices(values)
+        flat = labels.take(order).combine_chunks()
+        lists = pa.ListArray.from_arrays(pa.array(range(len(flat) + 1), pa.int32()), flat)
+        table = pa.table({column: values.take(order), PARTITION_COLUMN: lists})
+    else:
+        grouped = (
+            pa.table({_VALUE: values, _LABEL: labels})
+            .group_by(_VALUE)
+            .aggregate([(_LABEL, "list")])
+            .sort_by(_VALUE)
+        )
+        table = pa.table(
+            {
+                column: grouped.column(_VALUE),
+                PARTITION_COLUMN: grouped.column(f"{_LABEL}_list"),
+            }
+        )
     table = table.cast(
         pa.schema([pa.field(column, value_type), pa.field(PARTITION_COLUMN, pa.list_(pa.string()))])
     )
