@@ -678,6 +678,8 @@ def commit(store: Store, dataset_uuid: str, change: Change, *, base: Any = _UNKN
     planned_create = change.create and (base is _UNKNOWN or base is None)
     delay = 0.005
     written: list[str] = []  # index files of this commit, protected from gc meanwhile
+    # the index segments of the change's own files, written once for every attempt
+    reuse: dict[str, IndexSegment] = {}
     try:
         for _attempt in range(MAX_ATTEMPTS):
             create_at = 0
@@ -690,10 +692,10 @@ def commit(store: Store, dataset_uuid: str, change: Change, *, base: Any = _UNKN
                 create_at = logged[-1] + 1 if logged else 0
                 base = load_latest(store, dataset_uuid)
             _check_preconditions(dataset_uuid, base, change, read_state, store, planned_create)
-            new = _apply(store, dataset_uuid, base, change, written, create_at)
+            new = _apply(store, dataset_uuid, base, change, written, create_at, reuse)
             if base is not None and _is_noop(base, new, change):
                 # nothing to add, remove or change: no version is committed for it
-                _discard_index_files(store, base, new)
+                _discard_index_files(store, base, new, reuse)
                 return Snapshot.of(base.commit)
             raw = new.to_json()
             try:
@@ -707,7 +709,7 @@ def commit(store: Store, dataset_uuid: str, change: Change, *, base: Any = _UNKN
                 mark_in_doubt(exc)
                 raise
             # proven: the entry at that version is another writer's
-            _discard_index_files(store, base, new)
+            _discard_index_files(store, base, new, reuse)
             base = _UNKNOWN
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 0.5)
@@ -897,6 +899,7 @@ def _apply(
     change: Change,
     written: list[str],
     create_at: int,
+    reuse: dict[str, IndexSegment] | None = None,
 ) -> DatasetMetadata:
     now = datetime.now(timezone.utc)
     if base is None:
@@ -927,7 +930,17 @@ def _apply(
             store, dataset_uuid, base, change, removed, version, written, partition_keys, schema
         )
         indices, index_tail, index_pairs = _lazy_indices(
-            store, dataset_uuid, base, change, removed, files, version, written, schema, now
+            store,
+            dataset_uuid,
+            base,
+            change,
+            removed,
+            files,
+            version,
+            written,
+            schema,
+            now,
+            {} if reuse is None else reuse,
         )
     else:
         files = {label: entry for label, entry in base.files.items() if label not in removed}
@@ -1192,6 +1205,7 @@ def _lazy_indices(
     written: list[str],
     schema: pa.Schema | None,
     now: datetime,
+    reuse: dict[str, IndexSegment],
 ) -> tuple[
     dict[str, str | Mapping[Any, list[str]]], dict[str, tuple[IndexSegment, ...]], dict[str, int]
 ]:
@@ -1240,9 +1254,12 @@ def _lazy_indices(
             indices[column] = key
             pairs[column] = _put_index(store, key, column, schema, delta, written)
             continue
-        key = keys.index_segment_key(dataset_uuid, column, version, uuidlib.uuid4().hex[:8])
-        count = _put_index(store, key, column, schema, delta, written)
-        tail = [*tails.get(column, ()), IndexSegment(key, count, _index_level(count))]
+        own = reuse.get(column)
+        if own is None:  # an attempt that lost the race keeps it for the next one
+            key = keys.index_segment_key(dataset_uuid, column, version, uuidlib.uuid4().hex[:8])
+            count = _put_index(store, key, column, schema, delta, written)
+            own = reuse[column] = IndexSegment(key, count, _index_level(count))
+        tail = [*tails.get(column, ()), own]
         while (chosen := manifest.merge_plan([t.level for t in tail])) is not None:
             merged = spec_index.Index()
             for i in chosen:
@@ -1410,9 +1427,18 @@ def _read_index_part(
         return None
 
 
-def _discard_index_files(store: Store, base: DatasetMetadata | None, lost: DatasetMetadata) -> None:
-    """Index files written for a commit that provably lost the race are garbage: drop them now."""
+def _discard_index_files(
+    store: Store,
+    base: DatasetMetadata | None,
+    lost: DatasetMetadata,
+    reuse: Mapping[str, IndexSegment] | None = None,
+) -> None:
+    """Index files written for a commit that provably lost the race are garbage: drop them now.
+
+    Not the segments ``reuse`` keeps for the next attempt.
+    """
     old = metadata_keys(base) if base is not None else set()
+    old |= {segment.key for segment in (reuse or {}).values()}
     with contextlib.suppress(StoreError):  # gc removes what is left
         store.delete_many(sorted(metadata_keys(lost) - old))
 
