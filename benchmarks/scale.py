@@ -997,7 +997,8 @@ def index_sections(b: Bench, args: argparse.Namespace, workdir: Path) -> None:
 
 # -- 8. cold index lookup ---------------------------------------------------------------
 
-COLD_KTK = r"""
+#: what both fresh-process children start with: their arguments, peak RSS, the filter
+_CHILD_PRELUDE = r"""
 import json, resource, sys, time
 a = json.loads(sys.argv[1])
 def peak():
@@ -1012,7 +1013,11 @@ def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 pred = [[tuple(t) for t in conj] for conj in a["filter"]]
-w0, c0 = time.perf_counter(), time.process_time()
+"""
+
+COLD_KTK = (
+    _CHILD_PRELUDE
+    + r"""w0, c0 = time.perf_counter(), time.process_time()
 import ktk_arrow as ka
 for name in a["preload"]:
     __import__(name)
@@ -1026,6 +1031,7 @@ print(json.dumps({"import_wall": w1 - w0, "import_cpu": c1 - c0, "wall": w2 - w1
                   "warm_wall": w3 - w2, "warm_cpu": c3 - c2, "rows": rows,
                   "rss": peak()}))
 """
+)
 
 COLD_PLATEAU = r"""
 import functools, json, resource, sys, time, warnings
@@ -1169,22 +1175,9 @@ def cold_sections(b: Bench, args: argparse.Namespace, workdir: Path) -> None:
 
 # -- 9. 1M files ------------------------------------------------------------------------
 
-MILLION_CHILD = r"""
-import json, resource, sys, time
-a = json.loads(sys.argv[1])
-def peak():
-    # VmHWM: ru_maxrss would carry over the forking parent's peak across exec
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-pred = [[tuple(t) for t in conj] for conj in a["filter"]]
-w0 = time.perf_counter()
+MILLION_CHILD = (
+    _CHILD_PRELUDE
+    + r"""w0 = time.perf_counter()
 import ktk_arrow as ka
 for name in a["preload"]:
     __import__(name)
@@ -1200,6 +1193,7 @@ print(json.dumps({"import": w1 - w0, "plan": w2 - w1, "read": w3 - w2, "rows": r
                   "rss_imports": rss0, "rss_plan": rss1, "rss": rss2,
                   "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
+)
 
 
 def synthesize(root: str, files: int, v: int, rows_per_file: int) -> dict[str, float]:
