@@ -412,6 +412,18 @@ def test_view_that_differs_from_its_entry(store):
     assert repr(label) in next(p.detail for p in report.problems if p.kind == "view_mismatch")
 
 
+def test_view_whose_recorded_size_differs_from_its_entry(store):
+    label = a_file(store).label
+
+    def grow(data):
+        data["ktk_arrow"]["files"][label][0] += 1
+
+    rewrite(store, keys.metadata_key(UUID), grow)
+    report = check_dataset(store, UUID)
+    assert kinds(report)["view_mismatch"] == [keys.metadata_key(UUID)]
+    assert repr(label) in next(p.detail for p in report.problems if p.kind == "view_mismatch")
+
+
 def test_view_copied_from_another_dataset(store):
     ka.write_dataset(frame(), store, "other")
     store.put(keys.metadata_key(UUID), store.get(keys.metadata_key("other")))

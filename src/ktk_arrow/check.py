@@ -379,14 +379,14 @@ class _Checker:
                 "roll forward, plateau sees the older state until the next commit",
             )
         logged = next((e for e in entries if e.version == view.version), None)
-        if logged is not None and _keys(view) != _keys(logged):
-            differ = sorted(set(_keys(view).items()) ^ set(_keys(logged).items()))
+        differ = [] if logged is None else _differing(view, logged)
+        if differ:
             self.problem(
                 "view_mismatch",
                 key,
                 f"the view of version {view.version} and log entry "
                 f"{keys.log_key(self.uuid, view.version)!r} differ in {len(differ)} files "
-                f"(e.g. {differ[0][0]!r})",
+                f"(e.g. {differ[0]!r})",
             )
 
     # -- referenced files ---------------------------------------------------
@@ -501,13 +501,20 @@ class _Checker:
                 )
 
 
-def _keys(meta: DatasetMetadata) -> dict[str, str]:
-    """label -> key (a lazy view carries no per-file facts)."""
-    return {label: e.key for label, e in meta.files.items()}
+def _differing(view: DatasetMetadata, logged: DatasetMetadata) -> list[str]:
+    """Labels whose file, size or row count differ between a view and its log entry.
 
-
-def _files(meta: DatasetMetadata) -> dict[str, tuple[str, int | None, int | None]]:
-    return {label: (e.key, e.size, e.rows) for label, e in meta.files.items()}
+    A lazy view records no sizes and row counts: only what it records is compared.
+    """
+    ours, theirs = view.files, logged.files
+    out = set(ours).symmetric_difference(theirs)
+    for label in set(ours) & set(theirs):
+        mine, entry = ours[label], theirs[label]
+        if mine.key != entry.key or any(
+            a is not None and a != b for a, b in ((mine.size, entry.size), (mine.rows, entry.rows))
+        ):
+            out.add(label)
+    return sorted(out)
 
 
 def _versions_text(versions: list[int]) -> str:

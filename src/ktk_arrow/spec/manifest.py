@@ -314,10 +314,6 @@ class LazyFiles(Mapping[str, "FileEntry"]):
             self._all = out
         return self._all
 
-    @property
-    def loaded(self) -> bool:
-        return self._all is not None or not self.segments
-
     def __getitem__(self, label: str) -> FileEntry:
         if label in self.inline:
             return self.inline[label]

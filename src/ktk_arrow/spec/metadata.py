@@ -188,18 +188,6 @@ class DatasetMetadata:
         return self.files.inline if isinstance(self.files, manifest.LazyFiles) else self.files
 
     @property
-    def file_count(self) -> int:
-        return len(self.files)
-
-    def index_segments(self, column: str) -> list[IndexSegment]:
-        """Every index file of ``column``: the base, then the tail."""
-        ref = self.indices.get(column)
-        out = []
-        if isinstance(ref, str):
-            out.append(IndexSegment(ref, self.index_pairs.get(column), 0))
-        return out + list(self.index_tail.get(column, ()))
-
-    @property
     def version(self) -> int:
         return self.commit.version
 
