@@ -167,20 +167,27 @@ class SegmentLoader:
         with _SEGMENTS_LOCK:
             cached = _SEGMENTS.get((self.store.url, segment.key))
         if cached is None and segment.files > manifest.ROW_GROUP:
-            import pyarrow.dataset as ds
-
-            try:
-                source = ds.dataset(
-                    self.store.path(segment.key),
-                    filesystem=self.store.arrow_filesystem(),
-                    format="parquet",
-                )
-                table = source.to_table(filter=expression)
-                manifest.check_table(table, segment.key)
-                return table
-            except (pa.ArrowException, OSError, ValueError, TypeError):
-                pass  # the whole read names the damage
+            table = read_parquet_part(self.store, segment.key, expression)
+            if table is not None:
+                try:
+                    manifest.check_table(table, segment.key)
+                    return table
+                except CorruptMetadataError:
+                    pass  # the whole read names the damage
         return self(segment).filter(expression)
+
+
+def read_parquet_part(store: Store, key: str, expression: Any) -> pa.Table | None:
+    """The rows of parquet object ``key`` matching ``expression``, from the row groups whose
+    statistics can match (ranged reads on object stores); ``None`` if that read fails (the
+    caller reads the object whole, which names the damage)."""
+    import pyarrow.dataset as ds
+
+    try:
+        source = ds.dataset(store.path(key), filesystem=store.arrow_filesystem(), format="parquet")
+        return source.to_table(filter=expression)
+    except (pa.ArrowException, OSError, ValueError, TypeError):
+        return None
 
 
 def segment_loader(store: Store) -> SegmentLoader:
@@ -295,25 +302,34 @@ def _fast_view(store: Store, dataset_uuid: str) -> DatasetMetadata | int | None:
 
 
 def read_head(store: Store, dataset_uuid: str, at_least: int) -> DatasetMetadata | None:
-    """The head (a copy of the newest root of a lazily viewed dataset), if not older."""
+    """The head (a copy of the newest root of a lazily viewed dataset), if not older.
+
+    A head older than ``at_least`` (its write failed after a newer view was
+    refreshed) or missing gives way to log entry ``at_least``; rolling
+    forward from either finds the newest entry.
+    """
     key = keys.head_key(dataset_uuid)
     raw = store.get_or_none(key)
     if raw is not None:
         head = _parse(raw, key, store)
         if head.uuid == dataset_uuid and head.managed and head.version >= at_least:
-            # the head is a copy: the entry of its version must be the same commit
             return head
     return read_entry(store, dataset_uuid, at_least)
+
+
+def _past_lazy_view(store: Store, dataset_uuid: str, view_version: int) -> DatasetMetadata | None:
+    """The newest state of a dataset whose view is lazy (at ``view_version``)."""
+    start = read_head(store, dataset_uuid, view_version)
+    if start is None:
+        return _load_from_log_only(store, dataset_uuid)
+    latest = _roll_forward(store, dataset_uuid, start)
+    return None if latest is None else replace(latest, view_version=view_version)
 
 
 def _load_latest(store: Store, dataset_uuid: str) -> DatasetMetadata | None:
     view = _fast_view(store, dataset_uuid)
     if isinstance(view, int):
-        start = read_head(store, dataset_uuid, view)
-        if start is None:
-            return _load_from_log_only(store, dataset_uuid)
-        latest = _roll_forward(store, dataset_uuid, start)
-        return None if latest is None else replace(latest, view_version=view)
+        return _past_lazy_view(store, dataset_uuid, view)
     if view is None:
         return _load_from_log_only(store, dataset_uuid)
     if view.managed:
@@ -336,7 +352,7 @@ def exists(store: Store, dataset_uuid: str) -> bool:
     try:
         view = _fast_view(store, dataset_uuid)
         if isinstance(view, int):
-            return _load_latest(store, dataset_uuid) is not None
+            return _past_lazy_view(store, dataset_uuid, view) is not None
         if view is None:
             return _load_from_log_only(store, dataset_uuid) is not None
         if not view.managed:
@@ -941,6 +957,7 @@ def _apply(
             schema,
             now,
             {} if reuse is None else reuse,
+            full_overwrite,
         )
     else:
         files = {label: entry for label, entry in base.files.items() if label not in removed}
@@ -1152,12 +1169,14 @@ def _lazy_files(
             )
         )
         inline = {}
-    while (chosen := manifest.merge_plan([s.level for s in segments])) is not None:
-        parts = [read_segment(store, segments[i]) for i in chosen]
+
+    def merge(group: list[manifest.Segment], floor: int) -> manifest.Segment:
+        parts = [read_segment(store, segment) for segment in group]
         merged = manifest.concat(parts, partition_keys, schema)
-        level = max(manifest.level_of(merged.num_rows), segments[chosen[0]].level + 1)
-        new = _write_segment(store, dataset_uuid, version, merged, level, partition_keys, written)
-        segments = [s for i, s in enumerate(segments) if i not in chosen] + [new]
+        level = max(manifest.level_of(merged.num_rows), floor)
+        return _write_segment(store, dataset_uuid, version, merged, level, partition_keys, written)
+
+    segments = manifest.merge_tiers(segments, lambda segment: segment.level, merge)
     return manifest.LazyFiles(
         inline, segments, segment_loader(store), keys.table_prefix(dataset_uuid, base.table) + "/"
     )
@@ -1206,6 +1225,7 @@ def _lazy_indices(
     schema: pa.Schema | None,
     now: datetime,
     reuse: dict[str, IndexSegment],
+    full_overwrite: bool,
 ) -> tuple[
     dict[str, str | Mapping[Any, list[str]]], dict[str, tuple[IndexSegment, ...]], dict[str, int]
 ]:
@@ -1215,7 +1235,6 @@ def _lazy_indices(
     snapshot's files, and a view refresh writes whole, exact indices.
     """
     dropped = set(change.drop_indices)
-    full_overwrite = change.schema is not None and bool(removed) and len(removed) == len(base.files)
     indices: dict[str, str | Mapping[Any, list[str]]] = {}
     tails: dict[str, tuple[IndexSegment, ...]] = {}
     pairs: dict[str, int] = {}
@@ -1259,19 +1278,19 @@ def _lazy_indices(
             key = keys.index_segment_key(dataset_uuid, column, version, uuidlib.uuid4().hex[:8])
             count = _put_index(store, key, column, schema, delta, written)
             own = reuse[column] = IndexSegment(key, count, _index_level(count))
-        tail = [*tails.get(column, ()), own]
-        while (chosen := manifest.merge_plan([t.level for t in tail])) is not None:
+
+        def merge(group: list[IndexSegment], floor: int, column: str = column) -> IndexSegment:
             merged = spec_index.Index()
-            for i in chosen:
+            for segment in group:
                 merged = spec_index.merge(
-                    merged, _read_index_file(store, base, column, tail[i].key)
+                    merged, _read_index_file(store, base, column, segment.key)
                 )
             key = keys.index_segment_key(dataset_uuid, column, version, uuidlib.uuid4().hex[:8])
             count = _put_index(store, key, column, schema, merged, written)
-            level = max(_index_level(count), tail[chosen[0]].level + 1)
-            tail = [t for i, t in enumerate(tail) if i not in chosen]
-            tail.append(IndexSegment(key, count, level))
-        tails[column] = tuple(tail)
+            return IndexSegment(key, count, max(_index_level(count), floor))
+
+        tail = [*tails.get(column, ()), own]
+        tails[column] = tuple(manifest.merge_tiers(tail, lambda segment: segment.level, merge))
     return indices, {c: t for c, t in tails.items() if t}, pairs
 
 
@@ -1414,13 +1433,9 @@ def _read_index_part(
     store: Store, column: str, key: str, expression: Any, value_type: pa.DataType | None
 ) -> spec_index.IndexMap | None:
     """The pairs of the row groups of index file ``key`` that may match; None: read it whole."""
-    import pyarrow.dataset as ds
-
-    try:
-        source = ds.dataset(store.path(key), filesystem=store.arrow_filesystem(), format="parquet")
-        table = source.to_table(filter=expression)
-    except (pa.ArrowException, OSError, ValueError, TypeError):
-        return None  # the whole read names the damage, if any
+    table = read_parquet_part(store, key, expression)
+    if table is None:
+        return None
     try:
         return spec_index.from_table(column, table, value_type)
     except CorruptMetadataError:
@@ -1569,12 +1584,13 @@ def write_lazy_view(store: Store, dataset_uuid: str, meta: DatasetMetadata) -> N
     try:
         for column, ref in meta.indices.items():
             # older index segments may name files removed since: the view's index is exact
-            full = spec_index.as_index(read_index(store, meta, column))
-            merged = full.only_labels(labels)
-            exact = merged.pairs.num_rows == full.pairs.num_rows
-            if isinstance(ref, str) and not meta.index_tail.get(column) and exact:
-                indices[column] = ref  # the base alone, and exact: plateau reads it as is
-                continue
+            merged = spec_index.as_index(read_index(store, meta, column))
+            if not meta.index_tail.get(column):  # read_index filters base and tail only
+                base = merged
+                merged = base.only_labels(labels)
+                if isinstance(ref, str) and merged.pairs.num_rows == base.pairs.num_rows:
+                    indices[column] = ref  # the base alone, and exact: plateau reads it as is
+                    continue
             key = keys.index_key(dataset_uuid, column, now, uuidlib.uuid4().hex[:8])
             _put_index(store, key, column, meta.schema, merged, written)
             indices[column] = key

@@ -21,7 +21,7 @@ import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,6 +31,8 @@ from ..errors import CorruptMetadataError
 
 if TYPE_CHECKING:  # metadata imports this module
     from .metadata import FileEntry
+
+T = TypeVar("T")
 
 #: files a root lists inline before they are written out as a segment
 INLINE_MAX = 64
@@ -96,6 +98,23 @@ def merge_plan(levels: Sequence[int]) -> list[int] | None:
         if len(by_level[level]) >= FANIN:
             return by_level[level][:FANIN]
     return None
+
+
+def merge_tiers(
+    items: Sequence[T], level: Callable[[T], int], merge: Callable[[list[T], int], T]
+) -> list[T]:
+    """``items`` after merging ``FANIN`` of one level at a time, until no level is full.
+
+    ``merge(group, floor)`` writes the merged item; its level must be at least
+    ``floor`` (one above the group's), so that merging always ends.  Used for
+    manifest segments and index tails alike.
+    """
+    out = list(items)
+    while (chosen := merge_plan([level(item) for item in out])) is not None:
+        group = [out[i] for i in chosen]
+        merged = merge(group, level(group[0]) + 1)
+        out = [item for i, item in enumerate(out) if i not in chosen] + [merged]
+    return out
 
 
 def _value_type(t: pa.DataType) -> pa.DataType:
