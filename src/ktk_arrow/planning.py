@@ -115,7 +115,7 @@ def plan(
     """
     pred = scan_filter.predicate
     stat_columns = predicates.columns(pred) - set(meta.partition_keys)
-    entries, values = _candidate_entries(meta, pred, load_index, bool(stat_columns))
+    entries, values, indexed = _candidate_entries(meta, pred, load_index, bool(stat_columns))
     tasks = [
         FileTask(e.label, e.key, e.size, e.rows, meta.partition_values(e.label) if v is None else v)
         for e, v in zip(entries, values, strict=True)
@@ -124,7 +124,7 @@ def plan(
         return tasks
     if meta.partition_keys:
         tasks = [t for t in tasks if predicates.evaluate(pred, t.partition_values)]
-    if load_index is not None and tasks:
+    if load_index is not None and tasks and not indexed:
         for column in sorted(predicates.columns(pred) & set(meta.indices)):
             candidates = _candidates(load_index, pred, column)
             keep = predicates.prune_by_index(pred, column, candidates, [t.label for t in tasks])
@@ -164,16 +164,22 @@ def _candidate_entries(
     pred: predicates.Predicate | None,
     load_index: Callable[[str, pc.Expression | None], IndexMap] | None,
     with_stats: bool,
-) -> tuple[list[FileEntry], list[dict[str, Any] | None]]:
+) -> tuple[list[FileEntry], list[dict[str, Any] | None], bool]:
     """The files a partition (and index) filter can match, without touching the others.
 
-    With their partition values where a segment has them typed (``None``: parse the label).
+    With their partition values where a segment has them typed (``None``: parse the label),
+    and whether the secondary indices have pruned them already.
     """
     loader = meta.files.loader if isinstance(meta.files, LazyFiles) else None
     if not meta.segments or loader is None:
         everything = list(meta.files.values())
-        return everything, [None] * len(everything)
+        return everything, [None] * len(everything), False
     on_partitions = restrict(pred, set(meta.partition_keys)) if pred is not None else None
+    expression = None
+    if on_partitions is not None:
+        shape = manifest.table_schema(meta.partition_keys, meta.schema)
+        expression = predicates.expression_for(on_partitions, shape)
+    part = getattr(loader, "part", None)
     tables = []
     for segment in meta.segments:
         if on_partitions is not None and meta.schema is not None:
@@ -182,21 +188,18 @@ def _candidate_entries(
             )
             if not predicates.minmax_may_match(on_partitions, bounds):
                 continue
-        if on_partitions is None:
+        if on_partitions is None or expression is None:
             table = loader(segment)
+        elif part is not None:
+            table = part(segment, expression)
         else:
-            shape = manifest.table_schema(meta.partition_keys, meta.schema)
-            expression = predicates.expression_for(on_partitions, shape)
-            part = getattr(loader, "part", None)
-            table = (
-                part(segment, expression)
-                if part is not None
-                else predicates.filter_table(on_partitions, loader(segment))
-            )
+            table = predicates.filter_table(on_partitions, loader(segment))
         if table.num_rows:
             tables.append(table)
     inline = list(meta.inline_files.values())
+    indexed = False
     if pred is not None and load_index is not None and tables:
+        indexed = True
         table = pa.concat_tables(tables)
         for column in sorted(predicates.columns(pred) & set(meta.indices)):
             candidates = _candidates(load_index, pred, column)
@@ -216,7 +219,7 @@ def _candidate_entries(
             )
         )
         values.extend(manifest.partition_values(table, meta.partition_keys))
-    return out + inline, values + [None] * len(inline)
+    return out + inline, values + [None] * len(inline), indexed
 
 
 _RESTRICTING = ("==", "in", "<", "<=", ">", ">=")
