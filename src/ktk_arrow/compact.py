@@ -285,15 +285,11 @@ def _selected_files(
             return []
         scan_filter = planning.combine(scan_filter, _dirs_filter(meta, partition_dirs))
     # no index loader: only partition values prune, so whole partitions are kept
-    tasks = planning.plan(meta, scan_filter, None)
-    if partition_dirs is not None:  # the filter may match more (values of another spelling)
-        tasks = [t for t in tasks if _directory(t.label) in partition_dirs]
     # entries from the tasks: looking each label up could read every manifest segment
-    return [FileEntry(t.label, t.key, t.size, t.rows) for t in tasks]
-
-
-def _directory(label: str) -> str:
-    return label.rsplit("/", 1)[0] if "/" in label else ""
+    files = [FileEntry(t.label, t.key, t.size, t.rows) for t in planning.plan(meta, scan_filter)]
+    if partition_dirs is not None:  # the filter may match more (values of another spelling)
+        files = [f for f in files if f.partition_dir in partition_dirs]
+    return files
 
 
 def _dirs_filter(meta: DatasetMetadata, partition_dirs: Collection[str]) -> planning.ScanFilter:
