@@ -18,6 +18,8 @@ RANKS = {
     "write": 5,
     "arrow": 5,
     "compact": 6,
+    "rows": 6,
+    "changes": 6,
     "check": 6,
     "maintenance": 7,
     "io": 7,
