@@ -1,53 +1,199 @@
-"""Write 1M rows, partitioned and indexed: ktk-arrow vs plateau, same data, same run."""
+"""Partitioned writes side by side: ktk-arrow vs deltalake vs plain pyarrow, same data, one run.
+
+The data is ``--chunks`` chunks (Arrow tables, or DataFrames with
+``--input pandas``) of an int64 id, a float amount, a string category of
+``--partitions`` values (the partition column), a timestamp and a small
+string column.  Each writer runs in a fresh child process of its own, which
+builds the same data from the same seed, so its peak RSS is its own:
+``peak`` is the child's maximum RSS, ``over data`` that minus the RSS it had
+with the data built, before writing.
+
+    python benchmarks/write.py                # 10M rows in 10 chunks, 100 partitions
+    python benchmarks/write.py --quick        # 1M rows
+    python benchmarks/write.py --json out.json
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
+import os
+import resource
 import shutil
+import statistics
+import sys
 import tempfile
-from functools import partial
+import time
+from typing import Any
 
-import ktk_arrow as ka
-from _util import report, sales_frame, timed
+import numpy as np
+import pyarrow as pa
+
+WRITERS = ("ktk-arrow", "deltalake", "pyarrow")
+
+
+def make_chunks(rows: int, chunks: int, partitions: int, seed: int = 0) -> list[pa.Table]:
+    """``chunks`` tables of ``rows`` rows in all; the category is the partition column."""
+    rng = np.random.default_rng(seed)
+    categories = np.array([f"cat{i:03d}" for i in range(partitions)])
+    notes = np.array(["a", "bb", "ccc", "dddd"])
+    start = np.datetime64("2024-01-01T00:00:00", "us")
+    out = []
+    for bounds in np.array_split(np.arange(rows), chunks):
+        n = len(bounds)
+        out.append(
+            pa.table(
+                {
+                    "id": pa.array(bounds.astype(np.int64)),
+                    "amount": pa.array(rng.random(n) * 100),
+                    "category": pa.array(categories[rng.integers(0, partitions, n)]),
+                    "ts": pa.array(start + rng.integers(0, 10**12, n).astype("timedelta64[us]")),
+                    "note": pa.array(notes[rng.integers(0, len(notes), n)]),
+                }
+            )
+        )
+    return out
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _write(writer: str, chunks: list[Any], root: str) -> None:
+    if writer == "ktk-arrow":
+        import ktk_arrow as ka
+
+        ka.write_dataset(iter(chunks), root, "ds", partition_on=["category"])
+    elif writer == "deltalake":
+        from deltalake import write_deltalake
+
+        tables = [c if isinstance(c, pa.Table) else pa.Table.from_pandas(c) for c in chunks]
+        reader = pa.RecordBatchReader.from_batches(
+            tables[0].schema, (b for t in tables for b in t.to_batches())
+        )
+        write_deltalake(f"{root}/ds", reader, partition_by=["category"])
+    elif writer == "pyarrow":
+        import pyarrow.dataset as pds
+
+        tables = [c if isinstance(c, pa.Table) else pa.Table.from_pandas(c) for c in chunks]
+        reader = pa.RecordBatchReader.from_batches(
+            tables[0].schema, (b for t in tables for b in t.to_batches())
+        )
+        pds.write_dataset(
+            reader,
+            f"{root}/ds",
+            format="parquet",
+            partitioning=["category"],
+            partitioning_flavor="hive",
+            existing_data_behavior="overwrite_or_ignore",
+        )
+    else:
+        raise ValueError(writer)
+
+
+def _child(writer: str, args: dict[str, Any], root: str, queue: Any) -> None:
+    chunks: list[Any] = make_chunks(args["rows"], args["chunks"], args["partitions"])
+    if args["input"] == "pandas":
+        chunks = [c.to_pandas() for c in chunks]
+    before = _rss_bytes()
+    start = time.perf_counter()
+    _write(writer, chunks, root)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    queue.put({"seconds": seconds, "peak_rss": peak, "rss_before": before})
+
+
+def _files(root: str) -> tuple[int, int]:
+    count = size = 0
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            if name.endswith(".parquet") and "_delta_log" not in dirpath:
+                count += 1
+                size += os.path.getsize(os.path.join(dirpath, name))
+    return count, size
+
+
+def run(writer: str, args: dict[str, Any]) -> dict[str, Any]:
+    """One write by ``writer`` in a child process of its own."""
+    ctx = multiprocessing.get_context("spawn")
+    root = tempfile.mkdtemp(prefix=f"ktk-write-{writer}-")
+    try:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_child, args=(writer, args, root, queue))
+        proc.start()
+        result = queue.get()
+        proc.join()
+        if proc.exitcode != 0:
+            raise RuntimeError(f"{writer} child failed with exit code {proc.exitcode}")
+        files, size = _files(root)
+        return {**result, "files": files, "bytes": size}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--quick", action="store_true", help="1M rows")
+    parser.add_argument("--chunks", type=int, default=10)
+    parser.add_argument("--partitions", type=int, default=100)
+    parser.add_argument("--input", choices=("arrow", "pandas"), default="arrow")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per writer (median)")
+    parser.add_argument("--writers", nargs="*", default=list(WRITERS), choices=WRITERS)
+    parser.add_argument(
+        "--json", nargs="?", const="-", metavar="PATH", help="write results as JSON ('-': stdout)"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.rows = 1_000_000
+    config = {k: getattr(args, k) for k in ("rows", "chunks", "partitions", "input")}
 
-    from minimalkv import get_store_from_url
-    from plateau.io.eager import store_dataframes_as_dataset
+    results: dict[str, dict[str, Any]] = {}
+    for writer in args.writers:
+        runs = [run(writer, config) for _ in range(args.repeat)]
+        best = runs[0]
+        results[writer] = {
+            "seconds": statistics.median(r["seconds"] for r in runs),
+            "all_seconds": [r["seconds"] for r in runs],
+            "files": best["files"],
+            "bytes": best["bytes"],
+            "peak_rss": max(r["peak_rss"] for r in runs),
+            "rss_over_data": max(r["peak_rss"] - r["rss_before"] for r in runs),
+        }
 
-    df = sales_frame(args.rows)
-    root = tempfile.mkdtemp(prefix="ktk-bench-")
-    counter = iter(range(10**6))
-
-    def ours(**kw):
-        ka.write_dataset(df, root, f"k{next(counter)}", **kw)
-
-    def theirs(**kw):
-        store = partial(get_store_from_url, f"hfs://{root}")
-        store_dataframes_as_dataset(store=store, dataset_uuid=f"p{next(counter)}", dfs=[df], **kw)
-
-    rows = []
-    for name, kw in [
-        ("no partitions", {}),
-        ("partition_on=country", {"partition_on": ["country"]}),
-        ("partitioned + index", {"partition_on": ["country"], "secondary_indices": ["customer"]}),
-    ]:
-        rows.append(
-            (
-                name,
-                timed(partial(ours, **kw), args.repeat),
-                timed(partial(theirs, **kw), args.repeat),
-            )
+    print(
+        f"write {args.rows:,} rows in {args.chunks} {args.input} chunks, partition_on category "
+        f"({args.partitions} values), median of {args.repeat}"
+    )
+    print(f"{'writer':<10} {'time':>8} {'files':>6} {'MiB':>8} {'peak RSS':>10} {'over data':>10}")
+    for writer, r in results.items():
+        print(
+            f"{writer:<10} {r['seconds']:>7.2f}s {r['files']:>6} {r['bytes'] / 2**20:>8.1f} "
+            f"{r['peak_rss'] / 2**20:>8.0f}Mi {r['rss_over_data'] / 2**20:>8.0f}Mi"
         )
-    print(f"write {args.rows:,} rows (median of {args.repeat})")
-    report(rows, "ktk-arrow", "plateau")
-    shutil.rmtree(root)
+    ratios: dict[str, float] = {}
+    ours = results.get("ktk-arrow")
+    for peer in ("deltalake", "pyarrow"):
+        if ours and peer in results:
+            theirs = results[peer]
+            ratios[f"time/{peer}"] = ours["seconds"] / theirs["seconds"]
+            ratios[f"bytes/{peer}"] = ours["bytes"] / theirs["bytes"]
+            ratios[f"rss_over_data/{peer}"] = ours["rss_over_data"] / theirs["rss_over_data"]
+            print(
+                f"ktk-arrow/{peer}: time {ratios[f'time/{peer}']:.2f}x, bytes "
+                f"{ratios[f'bytes/{peer}']:.2f}x, memory over data "
+                f"{ratios[f'rss_over_data/{peer}']:.2f}x"
+            )
+    if args.json:
+        text = json.dumps({"config": config, "results": results, "ratios": ratios}, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as f:
+                f.write(text)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
