@@ -156,7 +156,10 @@ def fmt(value: float | None, unit: str) -> str:
 class Bench:
     """Collects results, prints one table per section, keeps the JSON up to date."""
 
-    def __init__(self, json_path: str | None, meta: dict[str, Any]) -> None:
+    def __init__(
+        self, json_path: str | None, meta: dict[str, Any], titles: dict[int, str] | None = None
+    ) -> None:
+        self.titles = SECTIONS if titles is None else titles
         self.results: list[Result] = []
         self.notes: dict[int, list[str]] = {}
         self.json_path = json_path
@@ -207,7 +210,7 @@ class Bench:
         rows = [r for r in self.results if r.section == section]
         if not rows and not self.notes.get(section):
             return
-        print(f"\n{section}. {SECTIONS[section]}")
+        print(f"\n{section}. {self.titles[section]}")
         table = []
         for r in rows:
             ratio = r.ratio
@@ -267,7 +270,7 @@ class Bench:
         payload = {
             "meta": self.meta,
             "results": [
-                {**dataclasses.asdict(r), "ratio": r.ratio, "section_title": SECTIONS[r.section]}
+                {**dataclasses.asdict(r), "ratio": r.ratio, "section_title": self.titles[r.section]}
                 for r in self.results
             ],
             "notes": {str(k): v for k, v in self.notes.items()},
