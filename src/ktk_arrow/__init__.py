@@ -37,6 +37,8 @@ _LAZY = {
     "Store": "storage",
     "resolve_store": "storage",
     "write_dataset": "write",
+    "delete_rows": "rows",
+    "upsert": "rows",
     "AutoCompact": "write",
     **dict.fromkeys(
         [
@@ -119,12 +121,14 @@ __all__ = [
     "compact",
     "dataset",
     "delete_dataset",
+    "delete_rows",
     "drop_index",
     "expire_snapshots",
     "garbage_collect",
     "history",
     "list_datasets",
     "resolve_store",
+    "upsert",
     "vacuum",
     "write_dataset",
 ]

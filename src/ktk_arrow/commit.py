@@ -652,6 +652,10 @@ class Change:
     table: str | None = None
     #: dataset settings to set (merged into the current ones; a value of None unsets)
     settings: Mapping[str, Any] | None = None
+    #: ``(rows_added, rows_removed)`` when they are not the files' row counts: a
+    #: row-level rewrite (delete_rows, upsert) copies kept rows into new files, and
+    #: reports only the rows it inserted and the rows it deleted or replaced
+    row_counts: tuple[int, int] | None = None
 
 
 _UNKNOWN: Any = object()
@@ -978,6 +982,8 @@ def _apply(
     rows_removed = _row_sum([base.files[label].rows for label in sorted(removed)])
     if change.rewrite:  # compaction: the same rows in other files
         rows_added = rows_removed = 0
+    if change.row_counts is not None:
+        rows_added, rows_removed = change.row_counts
     info = CommitInfo(
         version=base.version + 1,
         timestamp=now,

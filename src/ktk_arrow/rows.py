@@ -1,0 +1,442 @@
+"""Row-level changes: ``delete_rows`` and ``upsert``, copy-on-write, one commit each.
+
+Kartothek itself replaces whole partitions or files.  Here the planner (the
+same one ``ka.dataset(..., filter=)`` uses: partition values, the exact
+secondary indices, file statistics) names the files that *may* hold an
+affected row; only those are read, and only those that do hold one are
+rewritten, file by file, without the affected rows.  The new files are
+written by the ordinary writer (kartothek layout, the dataset's partitioning
+and indices), so plateau reads the result and the indices stay exact.
+
+Everything commits once through the committer.  A concurrent commit
+conflicts only if it removed a file this change rewrote or added a file that
+may hold an affected row (see ``docs/format.md``); otherwise the change is
+rebased onto it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from . import commit as committer
+from . import planning
+from .arrow import plain_type
+from .commit import Change, Snapshot
+from .errors import CorruptMetadataError, InvalidArgumentError, StoreError
+from .planning import FileTask, ScanFilter
+from .spec import predicates
+from .spec.metadata import DatasetMetadata
+from .spec.schema import conform
+from .storage import Store, StoreLike, resolve_store
+from .write import FileWriter, PreparedWrite, iter_tables, prepare_write
+
+DataLike = Any
+
+
+def delete_rows(
+    store: StoreLike,
+    dataset_uuid: str,
+    filter: Any = None,
+    *,
+    all_rows: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> Snapshot:
+    """Remove exactly the rows matching ``filter``, as one commit.
+
+    ``filter`` is kartothek DNF ``[[(col, op, value), ...], ...]`` or a
+    ``pyarrow.compute.Expression`` (rows where it is null are kept).  Files
+    that cannot hold a matching row (by partition values, secondary indices,
+    statistics) are not read; files that do are rewritten without those rows,
+    and a file left without rows is removed.  ``filter=None`` would delete
+    every row: it is refused unless ``all_rows=True`` says so.
+
+    The snapshot's ``rows_removed`` counts the deleted rows and ``rows_added``
+    is 0; ``files_removed`` / ``files_added`` count the files dropped and
+    written.  A filter that matches nothing commits no version: the result is
+    the current version, with zero counts.
+    """
+    resolved = resolve_store(store, storage_options)
+    if filter is None or (isinstance(filter, (list, tuple)) and not filter):
+        if not all_rows:
+            raise InvalidArgumentError(
+                f"delete_rows on dataset {dataset_uuid!r} got filter={filter!r}, which would "
+                "delete every row; pass a filter, or all_rows=True to delete every row"
+            )
+    elif all_rows:
+        raise InvalidArgumentError(
+            f"delete_rows got both filter={filter!r} and all_rows=True; pass one of them"
+        )
+    prepared = prepare_write(resolved, dataset_uuid, mode="append")
+    base = _existing(prepared, dataset_uuid)
+    scan_filter = (
+        planning.NO_FILTER if filter is None else planning.make_filter(filter, _schema(base))
+    )
+    tasks = _plan(resolved, base, scan_filter)
+    keep = _keep_expression(scan_filter)
+    writer = prepared.writer_spec().open()
+    try:
+        touched: list[str] = []
+        removed_rows = 0
+        for task in tasks:
+            if keep is None:  # all_rows: whole files go, none is read
+                touched.append(task.label)
+                removed_rows += _known_rows(task)
+                continue
+            kept, matched = _without_matches(
+                resolved, base, task, scan_filter, lambda t: _filter_mask(t, keep)
+            )
+            if matched:
+                touched.append(task.label)
+                removed_rows += matched
+                writer.write(kept)
+        if not touched:
+            return _unchanged(base, "delete_rows")
+        change = _change(
+            "delete_rows",
+            resolved,
+            base,
+            writer,
+            touched,
+            scan_filter,
+            (0, removed_rows),
+        )
+        snapshot = committer.commit(resolved, dataset_uuid, change, base=base)
+    except BaseException as exc:
+        if committer.may_discard(exc):
+            writer.abort()
+        raise
+    finally:
+        writer.release()
+    prepared.compact_touched(writer.entries, snapshot)
+    return snapshot
+
+
+def upsert(
+    data: DataLike,
+    store: StoreLike,
+    dataset_uuid: str,
+    *,
+    on: Sequence[str] | str,
+    storage_options: dict[str, Any] | None = None,
+) -> Snapshot:
+    """Insert ``data``, replacing the stored rows whose key (the columns ``on``) it holds.
+
+    Only files that may hold one of the keys (by partition values, an index
+    on a key column, statistics) are read, and only those that do are
+    rewritten without the replaced rows, one at a time: peak memory is the
+    input plus the largest rewritten file.  New rows go to the dataset's
+    partitions, indexed like the rest.  Keys must be unique and non-null in
+    ``data``.  The snapshot's ``rows_added`` counts the rows of ``data`` and
+    ``rows_removed`` the stored rows they replaced.
+    """
+    resolved = resolve_store(store, storage_options)
+    key_columns = _key_columns(on)
+    prepared = prepare_write(resolved, dataset_uuid, mode="append")
+    base = _existing(prepared, dataset_uuid)
+    schema = _schema(base)
+    unknown = [c for c in key_columns if c not in schema.names]
+    if unknown:
+        raise InvalidArgumentError(
+            f"upsert key on={key_columns!r} names columns {unknown} that dataset "
+            f"{dataset_uuid!r} does not have; its columns: {schema.names}"
+        )
+    table = _input_table(data, key_columns, base)
+    if table is None:
+        return _unchanged(base, "upsert")
+    _check_keys(table, key_columns)
+    keys_table = table.select(key_columns)
+    scan_filter = planning.make_filter(_key_filter(keys_table), schema)
+    tasks = _plan(resolved, base, scan_filter)
+    writer = prepared.writer_spec().open()
+    try:
+        touched: list[str] = []
+        replaced = 0
+        for task in tasks:
+            kept, matched = _without_matches(
+                resolved, base, task, scan_filter, lambda t: _key_mask(t, keys_table)
+            )
+            if matched:
+                touched.append(task.label)
+                replaced += matched
+                writer.write(kept)
+        writer.write(table)
+        change = _change(
+            "upsert", resolved, base, writer, touched, scan_filter, (table.num_rows, replaced)
+        )
+        snapshot = committer.commit(resolved, dataset_uuid, change, base=base)
+    except BaseException as exc:
+        if committer.may_discard(exc):
+            writer.abort()
+        raise
+    finally:
+        writer.release()
+    prepared.compact_touched(writer.entries, snapshot)
+    return snapshot
+
+
+# -- planning -------------------------------------------------------------------
+
+
+def _existing(prepared: PreparedWrite, dataset_uuid: str) -> DatasetMetadata:
+    if prepared.base is None:
+        # the same error ka.dataset() raises
+        committer.load(prepared.store, dataset_uuid)
+    assert prepared.base is not None
+    return prepared.base
+
+
+def _schema(meta: DatasetMetadata) -> pa.Schema:
+    """The schema readers see (partition columns decoded): filters are typed by it."""
+    if meta.schema is None:
+        raise CorruptMetadataError(f"dataset {meta.uuid!r} has no schema")
+    return pa.schema(
+        [
+            pa.field(f.name, plain_type(f.type) if f.name in meta.partition_keys else f.type)
+            for f in meta.schema
+            if not f.name.startswith("__index_level_")
+        ],
+        metadata=meta.schema.metadata,
+    )
+
+
+def _plan(store: Store, meta: DatasetMetadata, scan_filter: ScanFilter) -> list[FileTask]:
+    """The files of ``meta`` that may hold a row ``scan_filter`` matches (the read planner)."""
+    return planning.plan(meta, scan_filter, planning.index_loader(store, meta))
+
+
+def _change(
+    operation: str,
+    store: Store,
+    base: DatasetMetadata,
+    writer: FileWriter,
+    touched: Collection[str],
+    scan_filter: ScanFilter,
+    row_counts: tuple[int, int],
+) -> Change:
+    """The one commit of a row-level change, with its conflict rule.
+
+    ``depends_on`` is the set of rewritten files still present plus the files
+    added since ``base`` that may hold an affected row: it differs between
+    ``base`` and a newer state exactly when a concurrent commit removed a
+    rewritten file or added a file that may match, the two conflicts.
+    """
+    rewritten = frozenset(touched)
+
+    def depends_on(state: DatasetMetadata) -> Collection[str]:
+        if state.version == base.version:
+            return rewritten
+        present = {label for label in rewritten if label in state.files}
+        added = {t.label for t in _plan(store, state, scan_filter) if t.label not in base.files}
+        return present | added
+
+    return Change(
+        operation=operation,
+        add=list(writer.entries),
+        # nothing rewritten: an append, which must not land on a concurrently replaced schema
+        remove=(lambda _state: rewritten) if rewritten else None,
+        index_delta=writer.index_delta,
+        schema=writer.schema,
+        partition_keys=base.partition_keys,
+        read_version=base.version,
+        depends_on=depends_on,
+        row_counts=row_counts,
+    )
+
+
+def _unchanged(base: DatasetMetadata, operation: str) -> Snapshot:
+    """Nothing to commit: the current version, with counts that say so."""
+    return dataclasses.replace(
+        Snapshot.of(base.commit),
+        operation=operation,
+        files_added=0,
+        files_removed=0,
+        rows_added=0,
+        rows_removed=0,
+    )
+
+
+def _known_rows(task: FileTask) -> int:
+    if task.rows is None:
+        raise CorruptMetadataError(
+            f"file {task.key!r} has no recorded row count; run `ktk check` to repair it"
+        )
+    return task.rows
+
+
+# -- reading and filtering one file --------------------------------------------
+
+
+def _without_matches(
+    store: Store,
+    meta: DatasetMetadata,
+    task: FileTask,
+    scan_filter: ScanFilter,
+    mask_of: Any,
+) -> tuple[pa.Table, int]:
+    """The file's rows (with partition columns) ``mask_of`` does not select; how many it does.
+
+    Only the columns the mask needs are read first: a file that turns out to
+    hold no affected row is not read further.
+    """
+    path = store.path(task.key)
+    try:
+        with store.arrow_filesystem().open_input_file(path) as source:
+            parquet = pq.ParquetFile(source, pre_buffer=store.is_remote)
+            stored = parquet.schema_arrow.names
+            wanted = _mask_columns(scan_filter, stored)
+            probe = _with_partitions(parquet.read(columns=wanted), meta, task)
+            mask = mask_of(probe)
+            matched = int(pc.sum(mask).as_py() or 0)
+            if not matched:
+                return probe.slice(0, 0), 0
+            rest = [n for n in stored if n not in wanted]
+            full = parquet.read(columns=rest) if rest else None
+    except FileNotFoundError as exc:
+        raise StoreError(
+            f"data file {task.key!r} is missing from {store.url!r}; "
+            f"{committer.check_hint(store, meta.uuid)}"
+        ) from exc
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise StoreError(
+            f"reading data file {task.key!r} from {store.url!r} failed ({exc}); retry, or "
+            f"{committer.check_hint(store, meta.uuid)}"
+        ) from exc
+    table = probe
+    if full is not None:
+        for name in full.column_names:
+            table = table.append_column(full.schema.field(name), full.column(name))
+    return table.filter(pc.invert(mask)), matched
+
+
+def _mask_columns(scan_filter: ScanFilter, stored: list[str]) -> list[str]:
+    """The stored columns a filter reads (all of them when it cannot tell)."""
+    if scan_filter.predicate is None and scan_filter.expression is not None:
+        return list(stored)
+    needed = predicates.columns(scan_filter.predicate)
+    return [n for n in stored if n in needed]
+
+
+def _with_partitions(table: pa.Table, meta: DatasetMetadata, task: FileTask) -> pa.Table:
+    """Add the partition columns, constant per file, that the file does not store."""
+    assert meta.schema is not None
+    for column in meta.partition_keys:
+        if column in table.column_names:
+            continue
+        value_type = plain_type(meta.schema.field(column).type)
+        value = task.partition_values.get(column)
+        scalar = pa.scalar(value, type=value_type)
+        table = table.append_column(pa.field(column, value_type), pa.repeat(scalar, table.num_rows))
+    return table
+
+
+def _keep_expression(scan_filter: ScanFilter) -> pc.Expression | None:
+    """The rows a delete matches, null counting as no match; ``None``: every row."""
+    if scan_filter.expression is None:
+        return None
+    return pc.coalesce(scan_filter.expression, pa.scalar(False))
+
+
+def _filter_mask(table: pa.Table, match: pc.Expression) -> pa.Array:
+    marked = table.append_column("__ktk_row", pa.array(np.arange(table.num_rows)))
+    hit = marked.filter(match).column("__ktk_row").to_numpy()
+    mask = np.zeros(table.num_rows, dtype=bool)
+    mask[hit] = True
+    return pa.array(mask)
+
+
+def _key_mask(table: pa.Table, keys_table: pa.Table) -> pa.Array:
+    """Which rows of ``table`` have a key in ``keys_table``."""
+    names = keys_table.column_names
+    if len(names) == 1:
+        column = table.column(names[0])
+        wanted = keys_table.column(0)
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        if pa.types.is_dictionary(wanted.type):
+            wanted = wanted.cast(wanted.type.value_type)
+        return pc.fill_null(pc.is_in(column, value_set=wanted.combine_chunks()), False)
+    probe = table.select(names).append_column("__ktk_row", pa.array(np.arange(table.num_rows)))
+    hit = probe.join(keys_table, keys=names, join_type="left semi").column("__ktk_row")
+    mask = np.zeros(table.num_rows, dtype=bool)
+    mask[hit.to_numpy()] = True
+    return pa.array(mask)
+
+
+# -- input ----------------------------------------------------------------------
+
+
+def _key_columns(on: Sequence[str] | str) -> list[str]:
+    columns = [on] if isinstance(on, str) else list(on) if isinstance(on, Sequence) else None
+    if not columns or not all(isinstance(c, str) for c in columns):
+        raise InvalidArgumentError(
+            f"upsert needs on= naming the key column(s), e.g. on='id' or on=['a', 'b']; "
+            f"got on={on!r}"
+        )
+    if len(set(columns)) != len(columns):
+        raise InvalidArgumentError(f"upsert key on={columns!r} lists a column twice")
+    return columns
+
+
+def _input_table(
+    data: DataLike, key_columns: Sequence[str], base: DatasetMetadata
+) -> pa.Table | None:
+    """``data`` as one table in the dataset's schema; ``None`` when it has no rows."""
+    parts = [t for t in iter_tables(data)]
+    missing_keys = sorted({c for t in parts for c in key_columns if c not in t.column_names})
+    if missing_keys:
+        raise InvalidArgumentError(
+            f"upsert key columns {missing_keys} are missing from the data; the data has "
+            f"columns {parts[0].column_names if parts else []}"
+        )
+    parts = [t for t in parts if t.num_rows]
+    if not parts:
+        return None
+    assert base.schema is not None
+    conformed = [conform(_drop_pandas_index(t), base.schema) for t in parts]
+    return pa.concat_tables(conformed).combine_chunks()
+
+
+def _drop_pandas_index(table: pa.Table) -> pa.Table:
+    names = [n for n in table.column_names if n.startswith("__index_level_")]
+    return table.drop_columns(names) if names else table
+
+
+def _check_keys(table: pa.Table, key_columns: Sequence[str]) -> None:
+    """Keys must be non-null and unique in the input: each row names one stored row."""
+    for column in key_columns:
+        nulls = table.column(column).null_count
+        if nulls:
+            first = pc.index(pc.is_null(table.column(column)), True).as_py()
+            raise InvalidArgumentError(
+                f"upsert key column {column!r} has {nulls} null values (first at row {first}); "
+                "keys must be non-null"
+            )
+    counted = (
+        table.select(list(key_columns)).group_by(list(key_columns)).aggregate([([], "count_all")])
+    )
+    duplicated = counted.filter(pc.greater(counted.column("count_all"), 1))
+    if duplicated.num_rows:
+        example = {c: duplicated.column(c)[0].as_py() for c in key_columns}
+        raise InvalidArgumentError(
+            f"upsert data holds {duplicated.num_rows} duplicate keys on {list(key_columns)}, "
+            f"e.g. {example} ({duplicated.column('count_all')[0].as_py()} rows); keys must be "
+            "unique in the data"
+        )
+
+
+def _key_filter(keys_table: pa.Table) -> list[list[tuple[str, str, Any]]]:
+    """A DNF that holds for every stored row with one of the keys (and prunes files)."""
+    clause = []
+    for column in keys_table.column_names:
+        values = keys_table.column(column)
+        if pa.types.is_dictionary(values.type):
+            values = values.cast(values.type.value_type)
+        clause.append((column, "in", pc.unique(values).to_pylist()))
+    return [clause]
