@@ -2,8 +2,9 @@
 
 Reading: the driver plans (prunes files by partition values and indices) and
 cuts the surviving files into :class:`ReadPart` s, one per Dask partition;
-a :class:`PartReader` turns a part into a DataFrame on any worker.  Parts
-carry a metadata record reduced to their own files, so a graph of N parts
+a :class:`PartReader` turns a part (or several, in one Arrow scan) into a
+DataFrame on any worker.  Parts carry only their planned files; the reader
+shares the dataset's metadata without its file list, so a graph of N parts
 ships O(N) metadata, not O(N²).
 
 Writing: :func:`prepare` validates the write against the dataset's latest
@@ -20,6 +21,7 @@ id, so files of tasks that died mid-way can be found and deleted as well.
 from __future__ import annotations
 
 import contextlib
+import copy
 import pickle
 import traceback
 import uuid as uuidlib
@@ -59,24 +61,48 @@ BUCKET_COLUMN = "__KTK_HASH_BUCKET"
 class ReadPart:
     """The files of one output partition, and the rows of them it keeps."""
 
-    metadata: DatasetMetadata  # reduced to ``tasks``' files
     tasks: tuple[FileTask, ...]
     #: dispatch_by on an indexed column: only the rows with the group's values
     group_filter: pc.Expression | None = None
     #: the group's values (dispatch_by / dask_index_on), in dispatch order
     group: tuple[Any, ...] = ()
 
+    @property
+    def rows(self) -> int | None:
+        """The rows of the part's files as the metadata records them (``None``: unknown)."""
+        if self.group_filter is not None or any(t.rows is None for t in self.tasks):
+            return None
+        return sum(t.rows or 0 for t in self.tasks)
+
+    @property
+    def size(self) -> int:
+        """The bytes of the part's files (0 where unrecorded)."""
+        return sum(t.size or 0 for t in self.tasks)
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        # keys name immutable files: the labels say what the part reads (and fast:
+        # Dask tokenizes every part of a graph)
+        return (
+            "ktk-read-part",
+            tuple(t.key for t in self.tasks),
+            str(self.group_filter),
+            repr(self.group),
+        )
+
 
 class PartReader:
-    """Reads one :class:`ReadPart` as a DataFrame (the function of Dask's ``from_map``).
+    """Reads :class:`ReadPart` s as DataFrames (the function of Dask's ``from_map``).
 
-    It has a ``columns=`` keyword, so Dask's optimizer pushes column
-    selections into the read.
+    Its ``columns=`` keyword lets Dask's optimizer push column selections into
+    the read; it also follows the older ``DataFrameIOFunction`` protocol
+    (``columns``, ``project_columns``).  :meth:`read_many` reads several parts
+    in one Arrow scan (Dask's fused reads of small files).
     """
 
     def __init__(
         self,
         store: Store,
+        metadata: DatasetMetadata,
         columns: list[str],
         *,
         row_filter: pc.Expression | None,
@@ -87,7 +113,9 @@ class PartReader:
         dtypes: Mapping[str, Any] | None = None,
     ) -> None:
         self.store = store
-        self.columns = columns
+        #: the dataset's metadata without its file list: the parts carry their files
+        self.metadata = _slim(metadata)
+        self.columns = list(columns)
         self.row_filter = row_filter
         self.categoricals = list(categoricals)
         self.dates_as_object = dates_as_object
@@ -96,16 +124,38 @@ class PartReader:
         #: columns every part casts to, so parts agree with the meta
         self.dtypes = dict(dtypes or {})
 
+    def project_columns(self, columns: Sequence[str]) -> PartReader:
+        """A reader of ``columns`` only (of those this one reads)."""
+        projected = copy.copy(self)
+        projected.columns = [c for c in self.columns if c in set(columns)]
+        return projected
+
     def __call__(self, part: ReadPart, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        return self.read_many([part], columns)
+
+    def read_many(
+        self, parts: Sequence[ReadPart], columns: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """``parts`` as one DataFrame, in order: one Arrow scan of all their files.
+
+        Parts with a group filter (``dispatch_by`` on an indexed column) are
+        read one at a time, each with its own filter.
+        """
         wanted = self.columns if columns is None else [c for c in self.columns if c in columns]
         read = list(wanted)
         if self.index_on is not None and self.index_on not in read:
             read.append(self.index_on)
-        dataset_ = arrow.KartothekDataset(self.store, part.metadata, list(part.tasks))
+        filtered = [p for p in parts if p.group_filter is not None]
+        if filtered and len(parts) > 1:
+            return pd.concat([self.read_many([p], columns) for p in parts])
         row_filter = self.row_filter
-        if part.group_filter is not None:
-            row_filter = part.group_filter if row_filter is None else row_filter & part.group_filter
-        # the part is planned already: scan it without planning again
+        if filtered:
+            group_filter = filtered[0].group_filter
+            row_filter = group_filter if row_filter is None else row_filter & group_filter
+        tasks = [t for p in parts for t in p.tasks]
+        dataset_ = arrow.KartothekDataset(self.store, self.metadata, tasks)
+        # the parts are planned already: scan them without planning again; Arrow
+        # applies the row filter inside the scan (row groups it excludes are skipped)
         table = arrow.read_planned(dataset_, columns=read, filter=row_filter)
         df = frame(
             table,
@@ -119,6 +169,23 @@ class PartReader:
         if self.index_on is not None:
             df = df.set_index(self.index_on)
         return df[wanted]
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        meta = self.metadata
+        return (
+            "ktk-part-reader",
+            self.store.url,
+            meta.uuid,
+            meta.version,
+            meta.commit.token,
+            self.columns,
+            str(self.row_filter),
+            self.categoricals,
+            self.dates_as_object,
+            {k: repr(list(v.categories)) for k, v in self.categories.items()},
+            self.index_on,
+            {k: str(v) for k, v in self.dtypes.items()},
+        )
 
 
 def frame(
@@ -175,10 +242,7 @@ def plan_read(
     if cols is None:
         cols = list(ds.schema.names)
     group_by = [index_on] if index_on is not None else _common.dispatch_columns(dispatch_by)
-    parts = [
-        ReadPart(_slim(ds.metadata, g.tasks), g.tasks, g.row_filter, g.values)
-        for g in _common.group_tasks(ds, group_by)
-    ]
+    parts = [ReadPart(g.tasks, g.row_filter, g.values) for g in _common.group_tasks(ds, group_by)]
     categories = _index_categories(ds, cats)
     divisions = None
     if index_on is None:
@@ -195,6 +259,7 @@ def plan_read(
             meta[name] = meta[name].astype(dtype)
     reader = PartReader(
         resolved,
+        ds.metadata,
         cols,
         row_filter=_common.row_filter(ds),
         categoricals=cats,
@@ -230,14 +295,13 @@ def _nullable_integers(ds: arrow.KartothekDataset, tasks: Sequence[FileTask]) ->
     return out
 
 
-def _slim(meta: DatasetMetadata, tasks: Sequence[FileTask]) -> DatasetMetadata:
-    """``meta`` with only the files of ``tasks``: what a worker needs to read them."""
-    return replace(
-        meta,
-        files={t.label: meta.files[t.label] for t in tasks},
-        indices={},
-        user_metadata={},
-    )
+def _slim(meta: DatasetMetadata) -> DatasetMetadata:
+    """``meta`` without files, indices and user metadata: what every read task shares.
+
+    The parts carry their files as :class:`FileTask` s, so a graph of N parts
+    ships O(N) metadata, not O(N²).
+    """
+    return replace(meta, files={}, indices={}, user_metadata={})
 
 
 def _plain(t: pa.DataType) -> pa.DataType:

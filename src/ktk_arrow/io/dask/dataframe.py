@@ -13,7 +13,9 @@ Needs ``pip install 'ktk-arrow[dask]'``.
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -85,14 +87,175 @@ def read_dataset_as_ddf(
     with dask.config.set({"dataframe.convert-string": False}):
         if not plan.parts:
             return dd.from_pandas(plan.meta, npartitions=1)
-        return dd.from_map(
-            plan.reader,
-            plan.parts,
-            meta=plan.meta,
-            divisions=plan.divisions,
-            label="read-ktk",
-            enforce_metadata=False,
-        )
+        return _collection(plan)
+
+
+#: file bytes one fused read task aims at, once Dask projected the columns a
+#: computation needs (Dask's optimizer fuses the reads of small files)
+FUSED_READ_BYTES = 128 * 2**20
+
+
+def _collection(plan: _distributed.ReadPlan) -> Any:
+    """The Dask DataFrame of ``plan``: ``dd.from_map`` with our statistics and fusion.
+
+    On a Dask whose expression internals differ, plain ``dd.from_map``:
+    the same result, only ``len()`` then reads the files and reads are not fused.
+    """
+    expression = _read_expression(plan)
+    if expression is not None:
+        return dd.dask_expr._collection.new_collection(expression)
+    return dd.from_map(
+        plan.reader,
+        plan.parts,
+        meta=plan.meta,
+        divisions=plan.divisions,
+        label="read-ktk",
+        enforce_metadata=False,
+    )
+
+
+def _read_expression(plan: _distributed.ReadPlan) -> Any:
+    if not _DASK_HOOKS:
+        return None
+    operands = {
+        "func": plan.reader,
+        "iterables": [plan.parts],
+        "columns": None,
+        "args": [],
+        "kwargs": {},
+        "columns_arg_required": False,
+        "user_meta": plan.meta,
+        "enforce_metadata": False,
+        "user_divisions": plan.divisions,
+        "label": "read-ktk",
+    }
+    try:
+        return KtkRead(*(operands[name] for name in KtkRead._parameters if name in operands))
+    except Exception:  # Dask's private operands changed: fall back to from_map
+        return None
+
+
+# Dask expressions for our reads.  They hook into Dask's private expression API
+# (as ``dd.read_parquet`` does): a ``Len``/``Lengths`` of the read is answered
+# from the recorded row counts, and the reads of small files are fused into one
+# Arrow scan per task when the optimizer projected columns.  Checked against the
+# operands they rely on, so a changed Dask falls back to ``dd.from_map``.
+try:
+    from dask._task_spec import Task
+    from dask.dataframe.dask_expr._expr import Blockwise, Lengths, Literal
+    from dask.dataframe.dask_expr._reductions import Len
+    from dask.dataframe.dask_expr._repartition import Repartition
+    from dask.dataframe.dask_expr.io.io import FromMapProjectable, FusedIO
+except ImportError:  # pragma: no cover - another Dask
+    _DASK_HOOKS = False
+else:
+    _DASK_HOOKS = set(FromMapProjectable._parameters) == {
+        "func",
+        "iterables",
+        "columns",
+        "args",
+        "kwargs",
+        "columns_arg_required",
+        "user_meta",
+        "enforce_metadata",
+        "user_divisions",
+        "label",
+        "_partitions",
+        "_series",
+    } and hasattr(FusedIO, "_fusion_buckets")
+
+if _DASK_HOOKS:
+
+    class KtkRead(FromMapProjectable):  # type: ignore[misc,valid-type]
+        """A kartothek read: ``from_map`` over planned parts, knowing their row counts."""
+
+        @functools.cached_property
+        def kwargs(self) -> dict[str, Any]:
+            options = dict(self.operand("kwargs"))
+            if self.columns_operand is not None:
+                # also [] (a length under a row filter): FromMapProjectable drops it
+                options["columns"] = self.columns
+            return options
+
+        @property
+        def _parts(self) -> list[_distributed.ReadPart]:
+            parts = self.iterables[0]
+            if self._filtered:
+                return [parts[i] for i in self._partitions]
+            return list(parts)
+
+        def _lengths(self) -> tuple[int, ...] | None:
+            """Rows per partition as recorded (``None``: a filter applies, or some is unknown)."""
+            if self.func.row_filter is not None:
+                return None
+            rows = [p.rows for p in self._parts]
+            if any(r is None for r in rows):
+                return None
+            return tuple(r for r in rows if r is not None)
+
+        def _simplify_up(self, parent: Any, dependents: Any) -> Any:
+            if isinstance(parent, (Len, Lengths)):
+                lengths = self._lengths()
+                if lengths is not None:
+                    return Literal(sum(lengths) if isinstance(parent, Len) else lengths)
+                if isinstance(parent, Len) and self.columns_operand != []:
+                    # rows under a filter: read no column beyond what the filter needs
+                    return Len(self.substitute_parameters({"columns": [], "_series": False}))
+                return None
+            return super()._simplify_up(parent, dependents)
+
+        @property
+        def _fusion_compression_factor(self) -> float:
+            """How many partitions' reads one fused task takes (its inverse).
+
+            1 (no fusion) for the whole frame, for ``dispatch_by`` and
+            ``dask_index_on`` groups: those partitions are the documented ones.
+            """
+            parts = self._parts
+            reader = self.func
+            if (
+                self.columns_operand is None
+                or len(parts) < 2
+                or any(p.group for p in parts)
+                or any(p.group_filter is not None for p in parts)
+            ):
+                return 1.0
+            share = max(len(self.columns), 1) / max(len(reader.columns), 1)
+            if share >= 1:
+                return 1.0
+            projected = share * sum(p.size for p in parts) / len(parts)
+            return min(max(projected / FUSED_READ_BYTES, 0.001), 1.0)
+
+        def _tune_up(self, parent: Any) -> Any:
+            # BlockwiseIO._tune_up, with our fused read in place of FusedIO
+            if self._fusion_compression_factor >= 1 or isinstance(parent, FusedIO):
+                return None
+            fused = KtkFusedRead(self)
+            if isinstance(parent, Blockwise):
+                for arg in parent.dependencies():
+                    if arg is not self and not parent._broadcast_dep(arg):
+                        parent = parent.substitute(
+                            arg, Repartition(arg, new_partitions=fused.npartitions)
+                        )
+            return parent.substitute(self, fused)
+
+    class KtkFusedRead(FusedIO):  # type: ignore[misc,valid-type]
+        """Several partitions of a :class:`KtkRead` in one task: one Arrow scan of their files."""
+
+        def _task(self, name: Any, index: int) -> Any:
+            read = self.operand("_expr")
+            parts = read.iterables[0]
+            bucket = [parts[i] for i in self._fusion_buckets[index]]
+            task = Task(
+                name,
+                read.func.read_many,
+                bucket,
+                columns=read.kwargs.get("columns"),
+                _data_producer=True,
+            )
+            if read._series:
+                return Task(name, operator.getitem, task, read.columns[0])
+            return task
 
 
 def store_dataset_from_ddf(
