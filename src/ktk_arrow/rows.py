@@ -80,12 +80,15 @@ def delete_rows(
     )
     tasks = _plan(resolved, base, scan_filter)
     keep = _keep_expression(scan_filter)
+    whole_files = keep is None or _on_partitions_only(filter, scan_filter, base)
     writer = prepared.writer_spec().open()
     try:
         touched: list[str] = []
         removed_rows = 0
         for task in tasks:
-            if keep is None:  # all_rows: whole files go, none is read
+            if whole_files or keep is None:
+                # all_rows, or a filter on partition values only: the planner kept exactly
+                # the files whose every row matches, and they go without being read
                 touched.append(task.label)
                 removed_rows += _known_rows(task)
                 continue
@@ -262,6 +265,16 @@ def _unchanged(base: DatasetMetadata, operation: str) -> Snapshot:
     )
 
 
+def _on_partitions_only(user_filter: Any, scan_filter: ScanFilter, meta: DatasetMetadata) -> bool:
+    """Whether the filter is exactly a condition on partition values (then files match whole)."""
+    pred = scan_filter.predicate
+    if pred is None or not predicates.columns(pred) <= set(meta.partition_keys):
+        return False
+    if isinstance(user_filter, pc.Expression):
+        return predicates.from_expression(user_filter, _schema(meta))[1]
+    return True
+
+
 def _known_rows(task: FileTask) -> int:
     if task.rows is None:
         raise CorruptMetadataError(
@@ -294,8 +307,8 @@ def _without_matches(
             probe = _with_partitions(parquet.read(columns=wanted), meta, task)
             mask = mask_of(probe)
             matched = int(pc.sum(mask).as_py() or 0)
-            if not matched:
-                return probe.slice(0, 0), 0
+            if matched in (0, probe.num_rows):  # nothing or everything goes: no more to read
+                return probe.slice(0, 0), matched
             rest = [n for n in stored if n not in wanted]
             full = parquet.read(columns=rest) if rest else None
     except FileNotFoundError as exc:
@@ -398,6 +411,7 @@ def _input_table(
     parts = [t for t in parts if t.num_rows]
     if not parts:
         return None
+    _check_not_null(parts, key_columns)
     assert base.schema is not None
     conformed = [conform(_drop_pandas_index(t), base.schema) for t in parts]
     return pa.concat_tables(conformed).combine_chunks()
@@ -408,16 +422,23 @@ def _drop_pandas_index(table: pa.Table) -> pa.Table:
     return table.drop_columns(names) if names else table
 
 
+def _check_not_null(parts: Sequence[pa.Table], key_columns: Sequence[str]) -> None:
+    """Keys must be non-null: a null key names no stored row (checked before any cast)."""
+    offset = 0
+    for part in parts:
+        for column in key_columns:
+            nulls = part.column(column).null_count
+            if nulls:
+                first = offset + pc.index(pc.is_null(part.column(column)), True).as_py()
+                raise InvalidArgumentError(
+                    f"upsert key column {column!r} has {nulls} null values (first at row "
+                    f"{first}); keys must be non-null"
+                )
+        offset += part.num_rows
+
+
 def _check_keys(table: pa.Table, key_columns: Sequence[str]) -> None:
-    """Keys must be non-null and unique in the input: each row names one stored row."""
-    for column in key_columns:
-        nulls = table.column(column).null_count
-        if nulls:
-            first = pc.index(pc.is_null(table.column(column)), True).as_py()
-            raise InvalidArgumentError(
-                f"upsert key column {column!r} has {nulls} null values (first at row {first}); "
-                "keys must be non-null"
-            )
+    """Keys must be unique in the input: each row replaces the stored rows of its key."""
     counted = (
         table.select(list(key_columns)).group_by(list(key_columns)).aggregate([([], "count_all")])
     )
