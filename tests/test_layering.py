@@ -29,8 +29,16 @@ RANKS = {
 }
 
 
+# modules that are one layer with another: they may import each other
+SIBLINGS = {
+    "polars": "arrow",  # KartothekDataset.to_polars()
+    "duckdb": "arrow",  # KartothekDataset.to_duckdb()
+}
+
+
 def _layer(module: str) -> str:
-    return module.split(".")[0]
+    top = module.split(".")[0]
+    return SIBLINGS.get(top, top)
 
 
 def _modules():

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from . import commit, planning
 from .errors import CorruptMetadataError, KtkError, StoreError
 from .planning import FileTask, ScanFilter
-from .spec import keys
+from .spec import keys, predicates
 from .spec.metadata import DatasetMetadata
 from .storage import Store, StoreLike, resolve_store
 
@@ -130,32 +130,17 @@ class KartothekDataset(ds.FileSystemDataset):
         metadata: DatasetMetadata,
         tasks: list[FileTask] | None = None,
         scan_filter: ScanFilter = planning.NO_FILTER,
+        fragment_cache: _FragmentCache | None = None,
     ) -> None:
         schema = _dataset_schema(metadata)
         if tasks is None:
             tasks = planning.plan(metadata, scan_filter, planning.index_loader(store, metadata))
-        fs = store.arrow_filesystem()
-        fmt = _parquet_format(store)
-        expressions = _partition_expressions(tasks, schema)
-        # keys were checked when the metadata was parsed (metadata._check_keys, or the
-        # segment's table): only the root is joined here
-        prefix = f"{store.root}/" if store.root else ""
-        if isinstance(fs, pafs.LocalFileSystem):
-            # a local open learns the size by fstat: a FileInfo per file would only cost time
-            fragments = [
-                fmt.make_fragment(prefix + t.key, filesystem=fs, partition_expression=e)
-                for t, e in zip(tasks, expressions)
-            ]
-        else:
-            # the size lets object stores read the footer without a HEAD request
-            fragments = [
-                fmt.make_fragment(
-                    prefix + t.key, filesystem=fs, partition_expression=e, file_size=t.size
-                )
-                for t, e in zip(tasks, expressions)
-            ]
-        super().__init__(fragments, schema, fmt, fs)
-        self._attach(store, metadata, tasks, scan_filter)
+        if fragment_cache is None:
+            fragment_cache = _FragmentCache(store)
+        fragment_cache.add(tasks, schema)
+        fragments = fragment_cache.fragments(tasks)
+        super().__init__(fragments, schema, fragment_cache.format, fragment_cache.filesystem)
+        self._attach(store, metadata, tasks, scan_filter, fragment_cache)
 
     def _attach(
         self,
@@ -163,11 +148,13 @@ class KartothekDataset(ds.FileSystemDataset):
         metadata: DatasetMetadata,
         tasks: list[FileTask],
         scan_filter: ScanFilter,
+        fragment_cache: _FragmentCache,
     ) -> None:
         self.store = store
         self.metadata = metadata
         self.tasks = tasks
         self._ktk_filter = scan_filter
+        self._fragment_cache = fragment_cache
 
     # -- attributes of DESIGN §1 ---------------------------------------------
     @property
@@ -208,13 +195,19 @@ class KartothekDataset(ds.FileSystemDataset):
         )
         allowed = {t.label for t in tasks}
         tasks = [t for t in self.tasks if t.label in allowed]
-        return KartothekDataset(self.store, self.metadata, tasks, combined)
+        return KartothekDataset(self.store, self.metadata, tasks, combined, self._fragment_cache)
 
     def filter(self, expression: Any) -> KartothekDataset:  # type: ignore[override]
         """A dataset with ``expression`` applied; accepts Arrow expressions and DNF."""
         narrowed = self._narrowed(expression)
         filtered = ds.FileSystemDataset.filter(narrowed, _expression_or_true(narrowed._ktk_filter))
-        filtered._attach(narrowed.store, narrowed.metadata, narrowed.tasks, narrowed._ktk_filter)
+        filtered._attach(
+            narrowed.store,
+            narrowed.metadata,
+            narrowed.tasks,
+            narrowed._ktk_filter,
+            narrowed._fragment_cache,
+        )
         assert isinstance(filtered, KartothekDataset)
         return filtered
 
@@ -305,6 +298,27 @@ class KartothekDataset(ds.FileSystemDataset):
         narrowed = self._narrowed(filter)
         return ds.FileSystemDataset._get_fragments(narrowed, self._row_filter(narrowed))
 
+    # -- native engines ---------------------------------------------------------
+    def to_polars(self) -> Any:
+        """A ``polars.LazyFrame`` read by Polars' own parquet reader (``docs/engines.md``).
+
+        Only the planned files are scanned; filters written on the frame later
+        are planned by us too.  Equivalent to ``ktk_arrow.polars.to_polars(ds)``.
+        """
+        from . import polars as _polars
+
+        return _polars.to_polars(self)
+
+    def to_duckdb(self, connection: Any = None) -> Any:
+        """A ``duckdb.DuckDBPyRelation`` over DuckDB's ``read_parquet`` of the planned files.
+
+        ``connection`` defaults to DuckDB's default connection; see
+        ``ktk_arrow.duckdb.to_duckdb`` and ``docs/engines.md``.
+        """
+        from . import duckdb as _duckdb
+
+        return _duckdb.to_duckdb(self, connection)
+
     def replace_schema(self, schema: pa.Schema) -> ds.Dataset:  # type: ignore[override]
         return ds.FileSystemDataset(
             list(ds.FileSystemDataset._get_fragments(self, None)),
@@ -331,7 +345,13 @@ def _refilter(dataset_: KartothekDataset) -> KartothekDataset:
     if expr is None:
         return dataset_
     filtered = ds.FileSystemDataset.filter(dataset_, expr)
-    filtered._attach(dataset_.store, dataset_.metadata, dataset_.tasks, dataset_._ktk_filter)
+    filtered._attach(
+        dataset_.store,
+        dataset_.metadata,
+        dataset_.tasks,
+        dataset_._ktk_filter,
+        dataset_._fragment_cache,
+    )
     assert isinstance(filtered, KartothekDataset)
     return filtered
 
@@ -544,6 +564,75 @@ def _scrub(store: Store, text: str) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+class _FragmentCache:
+    """The parquet fragments of one opened dataset, shared by it and its narrowed children.
+
+    Arrow keeps a fragment's footer (schema, row-group metadata and
+    statistics) once a scan has read it, so a later scan of the same fragment
+    object reads no footer and prunes row groups from memory: re-planned
+    children (``to_table(filter=...)``, ``scanner``, ``filter``) reuse the
+    fragments of the dataset they came from instead of making new ones.  A
+    snapshot's files never change, so the cache needs no invalidation, and it
+    holds at most one fragment per planned file and footers only of files a
+    scan opened.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.filesystem = store.arrow_filesystem()
+        self.format = _parquet_format(store)
+        # keys were checked when the metadata was parsed (metadata._check_keys, or the
+        # segment's table): only the root is joined here
+        self._prefix = f"{store.root}/" if store.root else ""
+        self._by_key: dict[str, ds.ParquetFileFragment] = {}
+
+    def add(self, tasks: list[FileTask], schema: pa.Schema) -> None:
+        """Make the fragments of ``tasks`` not made yet."""
+        missing = [t for t in tasks if t.key not in self._by_key]
+        if not missing:
+            return
+        fs, fmt, prefix = self.filesystem, self.format, self._prefix
+        expressions = _partition_expressions(missing, schema)
+        if isinstance(fs, pafs.LocalFileSystem):
+            # a local open learns the size by fstat: a FileInfo per file would only cost time
+            made = [
+                fmt.make_fragment(prefix + t.key, filesystem=fs, partition_expression=e)
+                for t, e in zip(missing, expressions)
+            ]
+        else:
+            # the size lets object stores read the footer without a HEAD request
+            made = [
+                fmt.make_fragment(
+                    prefix + t.key, filesystem=fs, partition_expression=e, file_size=t.size
+                )
+                for t, e in zip(missing, expressions)
+            ]
+        for task, fragment in zip(missing, made):
+            self._by_key[task.key] = fragment
+
+    def fragments(self, tasks: list[FileTask]) -> list[ds.ParquetFileFragment]:
+        return [self._by_key[t.key] for t in tasks]
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+
+def native_predicate(dataset_: KartothekDataset) -> tuple[predicates.Predicate | None, bool]:
+    """The dataset's own filter as a predicate, and whether it selects exactly its rows.
+
+    Engines that read the files themselves (Polars, DuckDB) filter rows with
+    it; ``(None, True)``: no filter.  Not exact: the filter holds terms the
+    predicate form cannot express, and only Arrow can apply it.
+    """
+    scan_filter = dataset_._ktk_filter
+    if scan_filter.expression is None:
+        return scan_filter.predicate, True
+    if scan_filter.predicate is not None:
+        own = predicates.to_expression(scan_filter.predicate)
+        if own is not None and own.equals(scan_filter.expression):
+            return scan_filter.predicate, True
+    return predicates.from_expression(scan_filter.expression, dataset_.schema)
 
 
 def _partition_expressions(tasks: list[FileTask], schema: pa.Schema) -> list[pc.Expression]:

@@ -1,0 +1,162 @@
+"""A kartothek dataset as a DuckDB relation over DuckDB's own parquet reader.
+
+We plan the files; DuckDB's ``read_parquet`` reads exactly those, with
+``hive_partitioning=false``: the partition columns come from our metadata,
+typed by Arrow, joined to each row by file name (``read_parquet(...,
+filename=...)`` against a small table of one row per file).  Measured in
+``docs/engines.md``: the join costs less than a ``UNION ALL`` of one scan per
+partition, and DuckDB still pushes projections and filters into the reader.
+
+Stores DuckDB cannot open without configuration (object stores need the
+``httpfs`` extension and credentials, ``memory://``) are read through
+DuckDB's Arrow scan of the dataset itself (``connection.from_arrow(ds)``),
+which calls our ``scanner`` and so prunes by our indices too.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import pyarrow as pa
+
+from ._optional import import_optional
+from .arrow import KartothekDataset, native_predicate
+from .spec import predicates
+from .storage import LocalStore
+
+_FILE_COLUMN = "__ktk_file"
+
+
+def _duckdb() -> Any:
+    return import_optional("duckdb", extra="duckdb")
+
+
+def to_duckdb(dataset_: KartothekDataset, connection: Any = None) -> Any:
+    """``dataset_`` as a ``duckdb.DuckDBPyRelation``; ``KartothekDataset.to_duckdb()`` calls this.
+
+    The relation reads the dataset's planned files (its own filter applied to
+    the rows); narrow it first with ``ds.filter(...)`` or ``ka.dataset(...,
+    filter=...)`` so our indices prune the files.
+    """
+    duckdb = _duckdb()
+    con = connection if connection is not None else duckdb.default_connection()
+    if fallback_reason(dataset_) is not None:
+        return con.from_arrow(dataset_)
+    schema = dataset_.schema
+    if not dataset_.tasks:
+        return con.from_arrow(schema.empty_table())
+    store = dataset_.store
+    paths = [store.path(t.key) for t in dataset_.tasks]
+    files = con.sql(
+        f"SELECT * FROM read_parquet($files, filename='{_FILE_COLUMN}', hive_partitioning=false)",
+        params={"files": paths},
+    )
+    partition_keys = [k for k in dataset_.metadata.partition_keys if k in schema.names]
+    if partition_keys:
+        mapping = pa.table(
+            {_FILE_COLUMN: pa.array(paths, pa.string())}
+            | {
+                k: pa.array(
+                    [t.partition_values.get(k) for t in dataset_.tasks], schema.field(k).type
+                )
+                for k in partition_keys
+            }
+        )
+        files = files.join(con.from_arrow(mapping), _FILE_COLUMN)
+    relation = files.project(*[duckdb.ColumnExpression(n) for n in schema.names])
+    pred, _exact = native_predicate(dataset_)
+    if pred is not None:
+        relation = relation.filter(duckdb_expression(pred, schema))
+    return relation
+
+
+def fallback_reason(dataset_: KartothekDataset) -> str | None:
+    """Why DuckDB's ``read_parquet`` cannot serve ``dataset_`` (``None``: it can)."""
+    if not isinstance(dataset_.store, LocalStore):
+        return "only local files are read without DuckDB extensions and credentials"
+    for f in dataset_.schema:
+        if pa.types.is_dictionary(f.type) or pa.types.is_null(f.type):
+            return f"column {f.name!r} is {f.type}"
+        if f.name == _FILE_COLUMN:
+            return f"column {f.name!r} is the name the file column needs"
+    _pred, exact = native_predicate(dataset_)
+    if not exact:
+        return "the dataset's filter has terms our predicate form cannot express"
+    return None
+
+
+# -- predicates -----------------------------------------------------------------
+
+
+def duckdb_expression(pred: predicates.Predicate, schema: pa.Schema) -> Any:
+    """The DuckDB expression selecting exactly the rows ``pred`` selects (module semantics).
+
+    Mirrors ``predicates.to_expression``: null and NaN are one value, ``!=``
+    keeps nulls, ``not in`` keeps nulls unless the list holds one.  DuckDB
+    orders NaN above every number and finds it equal to itself, so terms on
+    floats exclude NaN explicitly.  Values are bound as typed constants.
+    """
+    duckdb = _duckdb()
+    true = duckdb.ConstantExpression(True)
+    disjunction = None
+    for clause in pred.clauses:
+        conjunction = true
+        for term in clause:
+            conjunction = conjunction & _term(duckdb, term, schema.field(term.column).type)
+        disjunction = conjunction if disjunction is None else disjunction | conjunction
+    return duckdb.ConstantExpression(False) if disjunction is None else disjunction
+
+
+def _term(duckdb: Any, term: predicates.Term, arrow_type: pa.DataType) -> Any:
+    column = duckdb.ColumnExpression(term.column)
+    floating = pa.types.is_floating(arrow_type)
+    is_nan = duckdb.FunctionExpression("isnan", column) if floating else None
+    is_null = column.isnull() if is_nan is None else column.isnull() | is_nan
+    # NULL-safe negation: DuckDB's NOT of NULL is NULL, which a filter drops
+    not_null = column.isnotnull() if is_nan is None else column.isnotnull() & ~is_nan
+    if term.op in ("in", "not in"):
+        present = [_constant(duckdb, v, arrow_type) for v in term.value if v is not None]
+        has_null = len(present) != len(term.value)
+        if term.op == "in":
+            expr = column.isin(*present) if present else duckdb.ConstantExpression(False)
+            return expr | is_null if has_null else expr
+        if not present:
+            return not_null if has_null else duckdb.ConstantExpression(True)
+        expr = column.isnotin(*present)
+        if is_nan is not None:
+            expr = expr | is_nan
+        return expr & not_null if has_null else expr | column.isnull()
+    if term.value is None:
+        return is_null if term.op == "==" else not_null
+    value = _constant(duckdb, term.value, arrow_type)
+    if term.op in ("!=", "is distinct from"):
+        return (column != value) | is_null
+    compare = {
+        "==": lambda a, b: a == b,
+        "<": lambda a, b: a < b,
+        "<=": lambda a, b: a <= b,
+        ">": lambda a, b: a > b,
+        ">=": lambda a, b: a >= b,
+    }[term.op](column, value)
+    return compare & ~is_nan if is_nan is not None and term.op != "==" else compare
+
+
+def _constant(duckdb: Any, value: Any, arrow_type: pa.DataType) -> Any:
+    """``value`` as a DuckDB constant of the column's type (cast by DuckDB from Arrow's form)."""
+    scalar = pa.scalar(value, arrow_type)
+    if pa.types.is_timestamp(arrow_type) or pa.types.is_time(arrow_type):
+        # Python datetimes keep microseconds only: the ISO text keeps every digit
+        text = pa.array([scalar]).cast(pa.string())[0].as_py()
+        return duckdb.ConstantExpression(text).cast(_duckdb_type(duckdb, arrow_type))
+    return duckdb.ConstantExpression(scalar.as_py()).cast(_duckdb_type(duckdb, arrow_type))
+
+
+@functools.lru_cache(maxsize=256)
+def _duckdb_type(duckdb: Any, arrow_type: pa.DataType) -> Any:
+    """DuckDB's type for ``arrow_type``, as DuckDB itself maps Arrow columns."""
+    con = duckdb.connect()
+    try:
+        return con.from_arrow(pa.table({"x": pa.array([], arrow_type)})).types[0]
+    finally:
+        con.close()
