@@ -537,3 +537,62 @@ def test_rows_of_a_rewritten_file_keep_their_order_and_types(store):
     assert got.schema == before.schema
     want = before.filter(pc.invert(pc.is_in(before.column("key"), pa.array([2, 5]))))
     assert got.to_pylist() == want.to_pylist()
+
+
+# -- the ktk command ------------------------------------------------------------------
+
+
+def ktk(capsys, *argv: str) -> tuple[int, str, str]:
+    from ktk_arrow.cli import main
+
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_ktk_delete_rows_and_upsert(tmp_path, capsys):
+    import json
+
+    root = str(tmp_path / "store")
+    seeded(resolve_store(root))
+    status, out, _ = ktk(capsys, "delete-rows", root, UUID, "--where", "key == 3 or key == 4")
+    assert status == 0 and "deleted 2 rows" in out and "version 1" in out
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pandas(frame([5, 100], v=-1), preserve_index=False), path)
+    status, out, _ = ktk(capsys, "upsert", root, UUID, str(path), "--on", "key", "--json")
+    assert status == 0
+    assert json.loads(out) == {
+        "version": 2,
+        "operation": "upsert",
+        "rows_added": 2,
+        "rows_removed": 1,
+        "files_added": 3,
+        "files_removed": 1,
+    }
+    got = rows_of(resolve_store(root))
+    assert sorted(got.key) == sorted([k for k in range(40) if k not in (3, 4)] + [100])
+    assert got[got.key.isin([5, 100])].v.tolist() == [-1, -1]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["delete-rows", "{root}", UUID], "--where"),
+        (["delete-rows", "{root}", UUID, "--where", "nope == 1"], "--where 'nope == 1'"),
+        (["delete-rows", "{root}", UUID, "--where", "key ==="], "key ==="),
+        (["delete-rows", "{root}", "other", "--where", "key == 1"], "'other'"),
+        (["upsert", "{root}", UUID, "{root}/missing.parquet", "--on", "key"], "missing.parquet"),
+        (["upsert", "{root}", UUID, "{file}", "--on", "nope"], "nope"),
+    ],
+)
+def test_ktk_row_changes_report_bad_input_plainly(tmp_path, capsys, argv, message):
+    root = str(tmp_path / "store")
+    seeded(resolve_store(root))
+    file = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pandas(frame([1]), preserve_index=False), file)
+    argv = [a.format(root=root, file=file) for a in argv]
+    status, out, err = ktk(capsys, *argv)
+    assert status == 2 and out == ""
+    assert err.startswith("ktk: error: ") and message in err
+    assert "Traceback" not in err
+    assert ka.dataset(root, UUID).version == 0

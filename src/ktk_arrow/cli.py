@@ -1,7 +1,7 @@
 """The ``ktk`` command: inspect, query and maintain kartothek datasets from a shell.
 
-``ktk info|ls|schema|history|query|check|gc|expire|compact|index|demo``.  People get
-aligned tables and, on a terminal, progress bars on stderr; scripts pass
+``ktk info|ls|schema|history|query|check|gc|expire|compact|index|delete-rows|upsert|demo``.
+People get aligned tables and, on a terminal, progress bars on stderr; scripts pass
 ``--json`` (or ``query --format json|csv``) and parse stdout.  Every
 :class:`~ktk_arrow.errors.KtkError` ends as ``ktk: error: <message>`` on
 stderr with exit status 2, never a traceback.
@@ -1107,6 +1107,79 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _change_result(snap: Any) -> dict[str, Any]:
+    return {
+        "version": snap.version,
+        "operation": snap.operation,
+        "rows_added": snap.rows_added,
+        "rows_removed": snap.rows_removed,
+        "files_added": snap.files_added,
+        "files_removed": snap.files_removed,
+    }
+
+
+def cmd_delete_rows(args: argparse.Namespace) -> int:
+    from .rows import delete_rows
+
+    if args.where is not None and args.all_rows:
+        raise InvalidArgumentError("pass either --where or --all-rows, not both")
+    if args.where is None and not args.all_rows:
+        raise InvalidArgumentError(
+            'ktk delete-rows needs --where FILTER (e.g. --where "id == 3"), or --all-rows '
+            "to delete every row"
+        )
+    store = _store(args)
+    predicates = None if args.where is None else parse_filter(args.where)
+    try:
+        with Progress("delete-rows"):
+            snap = delete_rows(store, args.uuid, predicates, all_rows=args.all_rows)
+    except InvalidPredicateError as exc:  # name the option and the text as typed
+        raise InvalidPredicateError(f"--where {args.where!r}: {exc}") from exc
+    if args.json:
+        _print_json(_change_result(snap))
+    elif not snap.rows_removed:
+        print(f"no row of {args.uuid!r} matches; nothing changed (version {snap.version})")
+    else:
+        print(
+            f"deleted {_plural(snap.rows_removed, 'row')} of {args.uuid!r}: "
+            f"{snap.files_removed} files dropped, {snap.files_added} rewritten; "
+            f"version {snap.version}"
+        )
+    return 0
+
+
+def cmd_upsert(args: argparse.Namespace) -> int:
+    import pyarrow.parquet as pq
+
+    from .rows import upsert
+
+    on = [c.strip() for c in args.on.split(",") if c.strip()]
+    if not on:
+        raise InvalidArgumentError(f"--on must name key columns, e.g. --on id, got {args.on!r}")
+    try:
+        data = pq.read_table(args.file)
+    except FileNotFoundError:
+        raise InvalidArgumentError(f"FILE {args.file!r} does not exist") from None
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise InvalidArgumentError(
+            f"FILE {args.file!r} is not a readable parquet file: {exc}"
+        ) from exc
+    store = _store(args)
+    with Progress("upsert"):
+        snap = upsert(data, store, args.uuid, on=on)
+    if args.json:
+        _print_json(_change_result(snap))
+    else:
+        replaced = snap.rows_removed or 0
+        print(
+            f"upserted {_plural(snap.rows_added or 0, 'row')} into {args.uuid!r}: "
+            f"{replaced} replaced, {(snap.rows_added or 0) - replaced} new; "
+            f"{snap.files_removed} files rewritten, {snap.files_added} written; "
+            f"version {snap.version}"
+        )
+    return 0
+
+
 def cmd_view(args: argparse.Namespace) -> int:
     """``ktk view refresh`` writes the view plateau reads; ``ktk view mode`` sets how often."""
     from . import commit
@@ -1507,6 +1580,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = dataset_command("index", "build secondary indices (one commit)", as_json)
     p.add_argument("columns", nargs="+", metavar="COLUMN")
     p.set_defaults(func=cmd_index)
+
+    p = dataset_command(
+        "delete-rows", "delete the rows matching a filter (rewrites only their files)", as_json
+    )
+    p.add_argument("--where", metavar="FILTER", help="""e.g. "id == 3 or country == 'DE'\"""")
+    p.add_argument("--all-rows", action="store_true", help="delete every row (no --where)")
+    p.set_defaults(func=cmd_delete_rows)
+
+    p = dataset_command(
+        "upsert", "insert rows from a parquet file, replacing rows with the same key", as_json
+    )
+    p.add_argument("file", metavar="FILE", help="a parquet file with the dataset's columns")
+    p.add_argument("--on", required=True, metavar="COL[,COL]", help="the key column(s)")
+    p.set_defaults(func=cmd_upsert)
 
     p = sub.add_parser(
         "view",
