@@ -19,7 +19,7 @@ Semantics, costs and limits: ``docs/changefeed.md``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -93,11 +93,12 @@ def changes(
     end = latest.version if end_version is None else end_version
     if start_version > end or end > latest.version:
         lo = _first_available(resolved, dataset_uuid, latest)
-        why = (
-            f"start_version {start_version} is after end_version {end}"
-            if start_version > end
-            else f"the latest version is {latest.version}"
-        )
+        if start_version > latest.version:
+            why = f"start_version {start_version} is after the latest version {latest.version}"
+        elif end > latest.version:
+            why = f"end_version {end} is after the latest version {latest.version}"
+        else:
+            why = f"start_version {start_version} is after end_version {end}"
         raise InvalidArgumentError(
             f"cannot read the changes of versions {start_version}..{end} of dataset "
             f"{dataset_uuid!r}: {why}; changes are available for versions "
@@ -156,13 +157,13 @@ def _states(
     for version in range(start, end + 1):
         meta = found[version]
         if meta is None or meta.commit.is_tombstone:
-            raise _unavailable(store, dataset_uuid, latest, start, version)
+            raise _unavailable(store, dataset_uuid, latest, start, version, meta)
     before, first = found[start - 1], found[start]
     assert first is not None
     if before is not None and before.commit.is_tombstone:
         found[start - 1] = None  # the dataset was created anew at ``start``
     elif before is None and start > 0 and not _is_first(first):
-        raise _unavailable(store, dataset_uuid, latest, start, start - 1)
+        raise _unavailable(store, dataset_uuid, latest, start, start - 1, None)
     return found
 
 
@@ -176,25 +177,36 @@ def _is_first(meta: DatasetMetadata) -> bool:
 
 
 def _first_available(store: Store, dataset_uuid: str, latest: DatasetMetadata) -> int:
-    """The smallest ``start_version`` whose changes can be read (its predecessor is retained)."""
-    logged = set(commit.log_versions(store, dataset_uuid)) | {latest.version}
-    oldest = latest.version
-    while oldest - 1 in logged:
-        oldest -= 1
+    """The smallest ``start_version`` whose changes can be read: the dataset's first version,
+    else the version after the oldest retained one.  Only for error messages: it reads
+    every retained log entry (``history``)."""
+    retained = commit.history(store, dataset_uuid)
+    oldest = retained[0].version if retained else latest.version
     entry = latest if oldest == latest.version else commit.read_entry(store, dataset_uuid, oldest)
-    if entry is None or entry.commit.is_tombstone:
-        return oldest + 1
-    return oldest if _is_first(entry) else oldest + 1
+    if entry is not None and _is_first(entry):
+        return oldest
+    before = commit.read_entry(store, dataset_uuid, oldest - 1) if oldest > 0 else None
+    if before is not None and before.commit.is_tombstone:
+        return oldest  # created anew after a deletion
+    return oldest + 1
 
 
 def _unavailable(
-    store: Store, dataset_uuid: str, latest: DatasetMetadata, start: int, missing: int
+    store: Store,
+    dataset_uuid: str,
+    latest: DatasetMetadata,
+    start: int,
+    missing: int,
+    meta: DatasetMetadata | None,
 ) -> InvalidArgumentError:
     lo = _first_available(store, dataset_uuid, latest)
-    why = (
-        f"version {missing} is needed and was expired (ka.expire_snapshots) or belongs to a "
-        "deleted dataset of the same uuid"
-    )
+    if meta is not None and meta.commit.is_tombstone:
+        why = (
+            f"version {missing} deleted the dataset (ka.delete_dataset), which was created "
+            "anew after it"
+        )
+    else:
+        why = f"version {missing} is needed and was expired (ka.expire_snapshots)"
     return InvalidArgumentError(
         f"cannot read the changes of dataset {dataset_uuid!r} from version {start}: {why}; "
         f"changes are available for versions {lo}..{latest.version} (start_version >= {lo})"
@@ -289,19 +301,20 @@ def _commit_changes(
     removed, added = file_changes(store, before, after)
     if not removed and not added:
         return  # index builds, settings, metadata: no file changed
-    removed_dirs = {e.partition_dir for e in removed}
-    added_dirs = {e.partition_dir for e in added}
-    mixed = removed_dirs & added_dirs
+    # rows of one partition directory hold its partition values, so only files of the
+    # same directory can share rows; after a repartitioning any file may share rows
+    group = _directory if before is None or before.partition_keys == after.partition_keys else _one
+    mixed = {group(e) for e in removed} & {group(e) for e in added}
     deletes: list[pa.Table] = []
     inserts: list[pa.Table] = []
-    gone = [e for e in removed if e.partition_dir not in mixed]
-    new = [e for e in added if e.partition_dir not in mixed]
+    gone = [e for e in removed if group(e) not in mixed]
+    new = [e for e in added if group(e) not in mixed]
     if gone:
         assert before is not None
         deletes.append(_read(store, before, gone, _existing(columns, before)))
     if mixed:
         assert before is not None
-        for old_files, new_files in _batches(removed, added, mixed):
+        for old_files, new_files in _batches(removed, added, mixed, group):
             old_rows = _read(store, before, old_files, None)
             new_rows = _read(store, after, new_files, None)
             only_old, only_new = multiset_difference(old_rows, new_rows)
@@ -315,17 +328,28 @@ def _commit_changes(
                 yield _Piece(table, change_type, info.version, info.timestamp)
 
 
+def _directory(entry: FileEntry) -> str:
+    return entry.partition_dir
+
+
+def _one(entry: FileEntry) -> str:
+    return ""
+
+
 def _batches(
-    removed: Sequence[FileEntry], added: Sequence[FileEntry], dirs: Iterable[str]
+    removed: Sequence[FileEntry],
+    added: Sequence[FileEntry],
+    dirs: Iterable[str],
+    group: Callable[[FileEntry], str],
 ) -> Iterator[tuple[list[FileEntry], list[FileEntry]]]:
-    """The files of ``dirs``, a group of whole directories at a time, up to ``DIFF_BATCH_BYTES``."""
+    """The files of ``dirs``, whole directories at a time, up to ``DIFF_BATCH_BYTES`` a batch."""
     by_dir: dict[str, tuple[list[FileEntry], list[FileEntry]]] = {d: ([], []) for d in dirs}
     for entry in removed:
-        if entry.partition_dir in by_dir:
-            by_dir[entry.partition_dir][0].append(entry)
+        if group(entry) in by_dir:
+            by_dir[group(entry)][0].append(entry)
     for entry in added:
-        if entry.partition_dir in by_dir:
-            by_dir[entry.partition_dir][1].append(entry)
+        if group(entry) in by_dir:
+            by_dir[group(entry)][1].append(entry)
     old: list[FileEntry] = []
     new: list[FileEntry] = []
     size = 0
