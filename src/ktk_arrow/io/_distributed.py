@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -154,9 +155,17 @@ class PartReader:
             row_filter = group_filter if row_filter is None else row_filter & group_filter
         tasks = [t for p in parts for t in p.tasks]
         dataset_ = arrow.KartothekDataset(self.store, self.metadata, tasks)
+        # per part, the index reading it alone gives (RangeIndex(rows)): several parts
+        # need to know which rows came from which file
+        per_part = len(parts) > 1 and self.index_on is None
+        if per_part:
+            read.append(FRAGMENT_INDEX)
         # the parts are planned already: scan them without planning again; Arrow
         # applies the row filter inside the scan (row groups it excludes are skipped)
         table = arrow.read_planned(dataset_, columns=read, filter=row_filter)
+        index = None
+        if per_part:
+            table, index = _part_index(table, [len(p.tasks) for p in parts])
         df = frame(
             table,
             categoricals=self.categoricals,
@@ -168,6 +177,8 @@ class PartReader:
                 df[name] = df[name].astype(dtype)
         if self.index_on is not None:
             df = df.set_index(self.index_on)
+        elif index is not None:
+            df.index = index
         return df[wanted]
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
@@ -186,6 +197,25 @@ class PartReader:
             self.index_on,
             {k: str(v) for k, v in self.dtypes.items()},
         )
+
+
+#: Arrow's scan column that numbers the fragment each row comes from
+FRAGMENT_INDEX = "__fragment_index"
+
+
+def _part_index(table: pa.Table, files_per_part: list[int]) -> tuple[pa.Table, pd.Index]:
+    """``table`` (rows in file order, without the fragment column) and its index:
+    per part ``0..rows-1``, as if each part had been read alone."""
+    fragment = table.column(FRAGMENT_INDEX).to_numpy()
+    table = table.drop_columns([FRAGMENT_INDEX])
+    if len(fragment) > 1 and (np.diff(fragment) < 0).any():
+        order = np.argsort(fragment, kind="stable")
+        fragment = fragment[order]
+        table = table.take(order)
+    part_of_file = np.repeat(np.arange(len(files_per_part)), files_per_part)
+    counts = np.bincount(part_of_file[fragment], minlength=len(files_per_part))
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    return table, pd.Index(np.arange(len(fragment)) - starts, dtype="int64")
 
 
 def frame(

@@ -142,10 +142,16 @@ def _read_expression(plan: _distributed.ReadPlan) -> Any:
 # operands they rely on, so a changed Dask falls back to ``dd.from_map``.
 try:
     from dask._task_spec import Task
-    from dask.dataframe.dask_expr._expr import Blockwise, Lengths, Literal
+    from dask.dataframe.dask_expr._expr import (
+        Blockwise,
+        Index,
+        Lengths,
+        Literal,
+        determine_column_projection,
+    )
     from dask.dataframe.dask_expr._reductions import Len
     from dask.dataframe.dask_expr._repartition import Repartition
-    from dask.dataframe.dask_expr.io.io import FromMapProjectable, FusedIO
+    from dask.dataframe.dask_expr.io.io import FromMap, FromMapProjectable, FusedIO
 except ImportError:  # pragma: no cover - another Dask
     _DASK_HOOKS = False
 else:
@@ -163,6 +169,23 @@ else:
         "_partitions",
         "_series",
     } and hasattr(FusedIO, "_fusion_buckets")
+    _DASK_HOOKS = _DASK_HOOKS and FromMap._parameters == [
+        "func",
+        "iterables",
+        "args",
+        "kwargs",
+        "user_meta",
+        "enforce_metadata",
+        "user_divisions",
+        "label",
+        "_partitions",
+    ]
+
+
+def _range_index(rows: int) -> pd.RangeIndex:
+    """A partition's index when it is not read: what reading would give."""
+    return pd.RangeIndex(rows)
+
 
 if _DASK_HOOKS:
 
@@ -201,6 +224,23 @@ if _DASK_HOOKS:
                 if isinstance(parent, Len) and self.columns_operand != []:
                     # rows under a filter: read no column beyond what the filter needs
                     return Len(self.substitute_parameters({"columns": [], "_series": False}))
+                return None
+            if isinstance(parent, Index) and self.columns_operand != []:
+                lengths = self._lengths()
+                if lengths is not None and self.func.index_on is None:
+                    # every partition's index is RangeIndex(rows): known without reading
+                    return FromMap(
+                        _range_index,
+                        [list(lengths)],
+                        [],
+                        {},
+                        parent._meta,
+                        False,
+                        None,
+                        "ktk-index",
+                    )
+                if determine_column_projection(self, parent, dependents) == []:
+                    return Index(self.substitute_parameters({"columns": [], "_series": False}))
                 return None
             return super()._simplify_up(parent, dependents)
 
