@@ -61,7 +61,17 @@ def read_dataset_as_ddf(
     value, with that column as the index and known divisions.  Categoricals
     on partition keys and indexed columns get dataset-wide categories.
     ``predicates`` prune files before the graph is built and filter rows
-    in each task.
+    inside Arrow's scan of each file.
+
+    Dask's optimizer pushes column selections into the read (``ddf.x.sum()``
+    reads column ``x`` only), and then reads several small files in one task
+    (one Arrow scan, up to about ``FUSED_READ_BYTES`` of the selected
+    columns): ``ddf.npartitions`` stays one per file, the optimized graph has
+    fewer.  Each partition's rows and index are the same either way.  The
+    whole frame, ``dispatch_by`` and ``dask_index_on`` partitions are never
+    fused.  Without ``predicates``, ``len(ddf)``, ``ddf.shape[0]`` and
+    ``len(ddf.index)`` come from the row counts the metadata records: no
+    file is read.
     """
     if dask_index_on is not None and not isinstance(dask_index_on, str):
         raise TypeError(
