@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ktk_arrow as ka
+from ktk_arrow import changes as changes_module
 from ktk_arrow import commit
 from ktk_arrow.changes import changes, multiset_difference
 from ktk_arrow.commit import Change
@@ -31,12 +32,13 @@ CHANGE = ["_change_type", "_commit_version", "_commit_timestamp"]
 
 @contextmanager
 def lazy_layout():
-    """Every dataset as a large one: roots with manifest segments (as KTK_ARROW_TEST_LAZY)."""
+    """Every dataset as a large one (as KTK_ARROW_TEST_LAZY does), and segments even
+    for a few files: roots list one file inline, two segments of a level merge."""
     with (
         mock.patch.object(commit, "EAGER_MAX_FILES", -1),
         mock.patch.object(commit, "EAGER_MAX_PAIRS", -1),
-        mock.patch.object(manifest, "INLINE_MAX", 2),
-        mock.patch.object(manifest, "FANIN", 3),
+        mock.patch.object(manifest, "INLINE_MAX", 1),
+        mock.patch.object(manifest, "FANIN", 2),
     ):
         yield
 
@@ -52,6 +54,11 @@ def layout(request):
 
 def df(rows, columns=("p", "x")):
     return pd.DataFrame(rows, columns=list(columns)).astype("int64")
+
+
+def segmented(root, version):
+    """Whether snapshot ``version`` points at manifest segments."""
+    return bool(commit.load_version(LocalStore(root), "ds", version).segments)
 
 
 def rows_of(table, columns=("p", "x")):
@@ -106,8 +113,7 @@ def test_appends_are_inserts_tagged_with_their_commit(tmp_path, layout):
     assert stamps == {0: first.timestamp, 1: second.timestamp}
     only_second = changes(root, "ds", 1, 1)
     assert rows_of(only_second) == Counter({(1, 4): 1, (3, 5): 1})
-    if layout == "lazy":
-        assert commit.load(LocalStore(root), "ds").segments  # the segment path was taken
+    assert segmented(root, 1) == (layout == "lazy")  # the segment path was taken
 
 
 def test_an_append_reads_only_its_own_files(tmp_path, layout):
@@ -116,6 +122,7 @@ def test_an_append_reads_only_its_own_files(tmp_path, layout):
     ka.write_dataset(df([(1, 10), (9, 11)]), root, "ds", mode="append")
     store = LocalStore(root)
     before = commit.load_version(store, "ds", 0)
+    assert bool(before.segments) == (layout == "lazy")
     for entry in before.files.values():  # the files the append did not touch are gone
         os.remove(os.path.join(root, entry.key))
     commit._SEGMENTS.clear()
@@ -143,6 +150,7 @@ def test_overwrite_of_a_partition_reports_only_the_rows_that_changed(tmp_path, l
     assert rows_of(of_version(feed, 2, "delete")) == Counter({(1, 2): 1, (1, 4): 1})
     assert rows_of(of_version(feed, 2, "insert")) == Counter({(1, 9): 1})
     assert feed.num_rows == 3
+    assert segmented(root, 2) == (layout == "lazy")
 
 
 def test_delete_scope_without_data_deletes_the_partition_rows(tmp_path, layout):
@@ -298,7 +306,8 @@ def test_typed_partition_columns_and_projection(tmp_path, layout):
 # -- versions and errors ----------------------------------------------------------
 
 
-def test_version_range_is_inclusive_of_both_ends(tmp_path, layout):
+def test_version_range_is_inclusive_of_both_ends(tmp_path, layout, monkeypatch):
+    monkeypatch.setattr(changes_module, "READ_AHEAD", 2)  # entries read in several windows
     root = str(tmp_path)
     ka.write_dataset(df([(0, 0)]), root, "ds", partition_on=["p"])
     for x in range(1, 5):
@@ -307,6 +316,7 @@ def test_version_range_is_inclusive_of_both_ends(tmp_path, layout):
     assert changes(root, "ds", 2)["_commit_version"].to_pylist() == [2, 3, 4]
     assert changes(root, "ds", 4, 4)["x"].to_pylist() == [4]
     assert changes(root, "ds", 0)["x"].to_pylist() == [0, 1, 2, 3, 4]
+    assert changes(root, "ds", 0, 2)["x"].to_pylist() == [0, 1, 2]
 
 
 def test_bad_versions_are_errors_that_name_the_range(tmp_path):

@@ -104,17 +104,16 @@ def changes(
             f"{dataset_uuid!r}: {why}; changes are available for versions "
             f"{lo}..{latest.version}"
         )
-    states = _states(resolved, dataset_uuid, start_version, end, latest)
-    end_meta = states[end]
-    assert end_meta is not None
+    snapshots = _Snapshots(resolved, dataset_uuid, latest)
+    end_meta = snapshots.read(end)
+    if end_meta is None or end_meta.commit.is_tombstone:
+        raise snapshots.unavailable(start_version, end, end_meta)
     data_schema = _data_schema(end_meta)
     selected = _selected_columns(columns, data_schema, dataset_uuid)
     pieces = [
         piece
-        for version in range(start_version, end + 1)
-        for piece in _commit_changes(
-            resolved, states[version - 1], _present(states[version]), selected
-        )
+        for before, after in snapshots.pairs(start_version, end)
+        for piece in _commit_changes(resolved, before, after, selected)
     ]
     return _assemble(pieces, data_schema, selected)
 
@@ -127,53 +126,82 @@ def _check_version(value: Any, name: str) -> None:
         raise InvalidArgumentError(f"{name} must be a non-negative int, got {value!r}")
 
 
-def _present(meta: DatasetMetadata | None) -> DatasetMetadata:
-    assert meta is not None  # versions start..end are always loaded
-    return meta
+#: log entries read ahead (in parallel) while the commits before them are diffed
+READ_AHEAD = 8
 
 
-def _states(
-    store: Store, dataset_uuid: str, start: int, end: int, latest: DatasetMetadata
-) -> dict[int, DatasetMetadata | None]:
-    """The snapshots ``start - 1`` .. ``end``, read in parallel (``None``: no dataset before).
+class _Snapshots:
+    """The snapshots of a version range, read a window at a time.
 
-    Each is one log entry; the latest is already loaded (it may be a state
-    plateau appended, not yet in the log).
+    Only a window of entries is held: a small dataset's entry lists every
+    file, so holding a long range at once would cost O(versions x files).
     """
 
-    def read(version: int) -> DatasetMetadata | None:
-        if version == latest.version:
-            return latest
+    def __init__(self, store: Store, dataset_uuid: str, latest: DatasetMetadata) -> None:
+        self.store = store
+        self.dataset_uuid = dataset_uuid
+        self.latest = latest
+
+    def read(self, version: int) -> DatasetMetadata | None:
+        """Snapshot ``version`` (the latest may be a state plateau appended, not yet logged)."""
+        if version == self.latest.version:
+            return self.latest
         if version < 0:
             return None
-        entry = commit.read_entry(store, dataset_uuid, version)
+        entry = commit.read_entry(self.store, self.dataset_uuid, version)
         if entry is not None and entry.schema is None and entry.files:
-            entry = commit.load_version(store, dataset_uuid, version)  # plateau's: its schema
+            entry = commit.load_version(self.store, self.dataset_uuid, version)  # plateau's
         return entry
 
-    versions = list(range(start - 1, end + 1))
-    with ThreadPoolExecutor(max_workers=min(8, len(versions))) as pool:
-        found = dict(zip(versions, pool.map(read, versions)))
-    for version in range(start, end + 1):
-        meta = found[version]
-        if meta is None or meta.commit.is_tombstone:
-            raise _unavailable(store, dataset_uuid, latest, start, version, meta)
-    before, first = found[start - 1], found[start]
-    assert first is not None
-    if before is not None and before.commit.is_tombstone:
-        found[start - 1] = None  # the dataset was created anew at ``start``
-    elif before is None and start > 0 and not _is_first(first):
-        raise _unavailable(store, dataset_uuid, latest, start, start - 1, None)
-    return found
+    def pairs(
+        self, start: int, end: int
+    ) -> Iterator[tuple[DatasetMetadata | None, DatasetMetadata]]:
+        """``(snapshot v - 1, snapshot v)`` for ``v`` in ``start .. end`` (``None``: no dataset)."""
+        windows = [
+            list(range(lo, min(end, lo + READ_AHEAD - 1) + 1))
+            for lo in range(start, end + 1, READ_AHEAD)
+        ]
+        with ThreadPoolExecutor(max_workers=READ_AHEAD) as pool:
+            first = pool.submit(self.read, start - 1)
+            pending = [pool.submit(self.read, v) for v in windows[0]]
+            before: DatasetMetadata | None = None
+            for number, window in enumerate(windows):
+                metas = [future.result() for future in pending]
+                if number + 1 < len(windows):  # read the next window while this one is diffed
+                    pending = [pool.submit(self.read, v) for v in windows[number + 1]]
+                if number == 0:
+                    before = self._before(start, first.result(), metas[0])
+                for version, meta in zip(window, metas):
+                    if meta is None or meta.commit.is_tombstone:
+                        raise self.unavailable(start, version, meta)
+                    yield before, meta
+                    before = meta
+
+    def _before(
+        self, start: int, before: DatasetMetadata | None, first: DatasetMetadata | None
+    ) -> DatasetMetadata | None:
+        if first is None or first.commit.is_tombstone:
+            raise self.unavailable(start, start, first)
+        if before is not None and before.commit.is_tombstone:
+            return None  # the dataset was created anew at ``start``
+        if before is None and start > 0 and not _is_first(first):
+            raise self.unavailable(start, start - 1, None)
+        return before
+
+    def unavailable(
+        self, start: int, missing: int, meta: DatasetMetadata | None
+    ) -> InvalidArgumentError:
+        return _unavailable(self.store, self.dataset_uuid, self.latest, start, missing, meta)
 
 
 def _is_first(meta: DatasetMetadata) -> bool:
     """Whether ``meta`` was built on no earlier snapshot (a create, or plateau's state logged).
 
-    Only such an entry has no parent token; any other entry without its
-    predecessor lost it to expiry.
+    Version 0, or an entry with a token but no parent token (a dataset created
+    anew after a deletion); any other entry without its predecessor lost it
+    to expiry.
     """
-    return not meta.managed or not meta.commit.parent
+    return meta.version == 0 or (not meta.commit.parent and bool(meta.commit.token))
 
 
 def _first_available(store: Store, dataset_uuid: str, latest: DatasetMetadata) -> int:
