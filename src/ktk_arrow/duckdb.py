@@ -111,10 +111,20 @@ def duckdb_expression(pred: predicates.Predicate, schema: pa.Schema) -> Any:
 def _term(duckdb: Any, term: predicates.Term, arrow_type: pa.DataType) -> Any:
     column = duckdb.ColumnExpression(term.column)
     floating = pa.types.is_floating(arrow_type)
-    is_nan = duckdb.FunctionExpression("isnan", column) if floating else None
-    is_null = column.isnull() if is_nan is None else column.isnull() | is_nan
-    # NULL-safe negation: DuckDB's NOT of NULL is NULL, which a filter drops
-    not_null = column.isnotnull() if is_nan is None else column.isnotnull() & ~is_nan
+    # where NaN rows must be kept: DuckDB prunes row groups by parquet min/max and
+    # null counts, which ignore NaN, so "isnan(x)" alone finds no NaN in a row group
+    # whose statistics say 1..1; a non-deterministic term keeps it from pruning by them
+    nan_kept = (
+        duckdb.FunctionExpression("isnan", column)
+        | (duckdb.FunctionExpression("random") < duckdb.ConstantExpression(0.0))
+        if floating
+        else None
+    )
+    # where NaN rows are dropped, pruning them is right
+    nan_dropped = duckdb.FunctionExpression("isnan", column) if floating else None
+    is_null = column.isnull() if nan_kept is None else column.isnull() | nan_kept
+    # DuckDB's NOT of NULL is NULL, which a filter drops: negate by hand
+    not_null = column.isnotnull() if nan_dropped is None else column.isnotnull() & ~nan_dropped
     if term.op in ("in", "not in"):
         present = [_constant(duckdb, v, arrow_type) for v in term.value if v is not None]
         has_null = len(present) != len(term.value)
@@ -124,9 +134,9 @@ def _term(duckdb: Any, term: predicates.Term, arrow_type: pa.DataType) -> Any:
         if not present:
             return not_null if has_null else duckdb.ConstantExpression(True)
         expr = column.isnotin(*present)
-        if is_nan is not None:
-            expr = expr | is_nan
-        return expr & not_null if has_null else expr | column.isnull()
+        if has_null:
+            return expr & not_null
+        return expr | is_null
     if term.value is None:
         return is_null if term.op == "==" else not_null
     value = _constant(duckdb, term.value, arrow_type)
@@ -139,7 +149,7 @@ def _term(duckdb: Any, term: predicates.Term, arrow_type: pa.DataType) -> Any:
         ">": lambda a, b: a > b,
         ">=": lambda a, b: a >= b,
     }[term.op](column, value)
-    return compare & ~is_nan if is_nan is not None and term.op != "==" else compare
+    return compare & ~nan_dropped if nan_dropped is not None and term.op != "==" else compare
 
 
 def _constant(duckdb: Any, value: Any, arrow_type: pa.DataType) -> Any:

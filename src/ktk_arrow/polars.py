@@ -271,7 +271,8 @@ def _term(pl: Any, term: predicates.Term, arrow_type: pa.DataType) -> Any:
         has_null = len(present) != len(term.value)
         member = None
         if present:
-            member = column.is_in(pl.from_arrow(pa.array(present, arrow_type))).fill_null(False)
+            values = pl.from_arrow(pa.array(present, arrow_type)).implode()
+            member = column.is_in(values).fill_null(False)
         if term.op == "in":
             expr = member if member is not None else pl.lit(False)
             return expr | is_null if has_null else expr
