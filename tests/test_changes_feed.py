@@ -280,6 +280,36 @@ def test_a_rewrite_reports_only_the_rows_it_changed(tmp_path, layout):
     assert replay(state(root, 0, cols), changes(root, "ds", 1), cols) == state(root, 2, cols)
 
 
+def test_delete_rows_reports_exactly_the_deleted_rows(tmp_path, layout):
+    root = str(tmp_path)
+    ka.write_dataset(df([(1, 1), (1, 2), (1, 2), (2, 2), (2, 3)]), root, "ds", partition_on=["p"])
+    snap = ka.delete_rows(root, "ds", [[("x", "==", 2)]])
+    feed = changes(root, "ds", snap.version)
+    assert feed["_change_type"].to_pylist() == ["delete"] * 3
+    assert rows_of(feed) == Counter({(1, 2): 2, (2, 2): 1})
+    snap = ka.delete_rows(root, "ds", [[("p", "==", 2)]])  # whole files, unread
+    assert rows_of(changes(root, "ds", snap.version)) == Counter({(2, 3): 1})
+    assert replay(state(root, 0), changes(root, "ds", 1)) == state(root, snap.version)
+
+
+def test_upsert_reports_replaced_rows_and_new_rows(tmp_path, layout):
+    root = str(tmp_path)
+    frame = pd.DataFrame({"p": [1, 1, 2], "k": [1, 2, 3], "v": ["a", "b", "c"]})
+    ka.write_dataset(frame, root, "ds", partition_on=["p"])
+    # k=1 unchanged, k=2 gets a new value, k=3 moves to partition 1, k=4 is new
+    update = pd.DataFrame({"p": [1, 1, 1, 2], "k": [1, 2, 3, 4], "v": ["a", "B", "c", "d"]})
+    snap = ka.upsert(update, root, "ds", on="k")
+    feed = changes(root, "ds", snap.version)
+    cols = ("p", "k", "v")
+    assert rows_of(of_version(feed, snap.version, "delete"), cols) == Counter(
+        {(1, 2, "b"): 1, (2, 3, "c"): 1}
+    )
+    assert rows_of(of_version(feed, snap.version, "insert"), cols) == Counter(
+        {(1, 2, "B"): 1, (1, 3, "c"): 1, (2, 4, "d"): 1}
+    )
+    assert replay(state(root, 0, cols), feed, cols) == state(root, snap.version, cols)
+
+
 def test_typed_partition_columns_and_projection(tmp_path, layout):
     root = str(tmp_path)
     frame = pd.DataFrame(
@@ -445,6 +475,8 @@ OPS = st.lists(
         st.tuples(st.just("scope"), st.integers(0, 2), st.lists(st.integers(0, 3), max_size=4)),
         st.tuples(st.just("overwrite"), st.lists(ROW, max_size=4)),
         st.tuples(st.just("compact")),
+        st.tuples(st.just("delete_rows"), st.integers(0, 3)),
+        st.tuples(st.just("upsert"), st.lists(ROW, max_size=3, unique_by=lambda r: r[1])),
     ),
     min_size=1,
     max_size=5,
@@ -473,6 +505,10 @@ def test_changes_replayed_on_the_start_version_give_the_end_version(first, ops, 
                 ka.write_dataset(rows, root, "ds", mode="overwrite", delete_scope=[{"p": op[1]}])
             elif op[0] == "overwrite":
                 ka.write_dataset(df(op[1]), root, "ds", mode="overwrite", partition_on=["p"])
+            elif op[0] == "delete_rows":
+                ka.delete_rows(root, "ds", [[("x", "==", op[1])]])
+            elif op[0] == "upsert":
+                ka.upsert(df(op[1]), root, "ds", on="x")  # a row may move to another partition
             else:
                 ka.compact(root, "ds")
         latest = ka.dataset(root, "ds").version
