@@ -69,9 +69,8 @@ def read_dataset_as_ddf(
     columns): ``ddf.npartitions`` stays one per file, the optimized graph has
     fewer.  Each partition's rows and index are the same either way.  The
     whole frame, ``dispatch_by`` and ``dask_index_on`` partitions are never
-    fused.  Without ``predicates``, ``len(ddf)``, ``ddf.shape[0]`` and
-    ``len(ddf.index)`` come from the row counts the metadata records: no
-    file is read.
+    fused.  Without ``predicates``, ``len(ddf)`` and ``ddf.shape[0]`` come
+    from the row counts the metadata records: no file is read.
     """
     if dask_index_on is not None and not isinstance(dask_index_on, str):
         raise TypeError(
@@ -159,6 +158,7 @@ try:
         Literal,
         determine_column_projection,
     )
+    from dask.dataframe.dask_expr._expr import Expr as DataFrameExpr
     from dask.dataframe.dask_expr._reductions import Len
     from dask.dataframe.dask_expr._repartition import Repartition
     from dask.dataframe.dask_expr.io.io import FromMap, FromMapProjectable, FusedIO
@@ -190,11 +190,6 @@ else:
         "label",
         "_partitions",
     ]
-
-
-def _range_index(rows: int) -> pd.RangeIndex:
-    """A partition's index when it is not read: what reading would give."""
-    return pd.RangeIndex(rows)
 
 
 if _DASK_HOOKS:
@@ -235,23 +230,13 @@ if _DASK_HOOKS:
                     # rows under a filter: read no column beyond what the filter needs
                     return Len(self.substitute_parameters({"columns": [], "_series": False}))
                 return None
-            if isinstance(parent, Index) and self.columns_operand != []:
-                lengths = self._lengths()
-                if lengths is not None and self.func.index_on is None:
-                    # every partition's index is RangeIndex(rows): known without reading
-                    return FromMap(
-                        _range_index,
-                        [list(lengths)],
-                        [],
-                        {},
-                        parent._meta,
-                        False,
-                        None,
-                        "ktk-index",
-                    )
-                if determine_column_projection(self, parent, dependents) == []:
-                    return Index(self.substitute_parameters({"columns": [], "_series": False}))
-                return None
+            if isinstance(parent, Index):
+                # ReadParquet's rule: the columns every consumer needs, none for the index
+                columns = determine_column_projection(self, parent, dependents)
+                columns = [c for c in self.columns if c in columns]
+                if set(columns) == set(self.columns):
+                    return None
+                return Index(self.substitute_parameters({"columns": columns, "_series": False}))
             return super()._simplify_up(parent, dependents)
 
         @property
@@ -277,8 +262,14 @@ if _DASK_HOOKS:
             return min(max(projected / FUSED_READ_BYTES, 0.001), 1.0)
 
         def _tune_up(self, parent: Any) -> Any:
-            # BlockwiseIO._tune_up, with our fused read in place of FusedIO
-            if self._fusion_compression_factor >= 1 or isinstance(parent, FusedIO):
+            # BlockwiseIO._tune_up, with our fused read in place of FusedIO; not under
+            # a collection wrapper (``persist``'s sequence): the persisted frame keeps
+            # the partitions of its divisions
+            if (
+                self._fusion_compression_factor >= 1
+                or isinstance(parent, FusedIO)
+                or not isinstance(parent, DataFrameExpr)
+            ):
                 return None
             fused = KtkFusedRead(self)
             if isinstance(parent, Blockwise):
