@@ -17,7 +17,10 @@ rebased onto it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Sequence
+from collections import deque
+from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,7 +34,7 @@ from .arrow import plain_type
 from .commit import Change, Snapshot
 from .errors import CorruptMetadataError, InvalidArgumentError, StoreError
 from .planning import FileTask, ScanFilter
-from .spec import predicates
+from .spec import keys, predicates
 from .spec.metadata import DatasetMetadata
 from .spec.schema import conform
 from .storage import Store, StoreLike, resolve_store
@@ -80,25 +83,25 @@ def delete_rows(
     )
     tasks = _plan(resolved, base, scan_filter)
     keep = _keep_expression(scan_filter)
-    whole_files = keep is None or _on_partitions_only(filter, scan_filter, base)
+    # a DNF filter is exactly its predicate; an Expression may be wider than it
+    exact = (
+        not isinstance(filter, pc.Expression)
+        or (predicates.from_expression(filter, _schema(base))[1])
+    )
+    whole_files = keep is None or (exact and _on_partitions_only(scan_filter, base))
     writer = prepared.writer_spec().open()
     try:
-        touched: list[str] = []
-        removed_rows = 0
-        for task in tasks:
-            if whole_files or keep is None:
-                # all_rows, or a filter on partition values only: the planner kept exactly
-                # the files whose every row matches, and they go without being read
-                touched.append(task.label)
-                removed_rows += _known_rows(task)
-                continue
-            kept, matched = _without_matches(
-                resolved, base, task, scan_filter, lambda t: _filter_mask(t, keep)
-            )
-            if matched:
-                touched.append(task.label)
-                removed_rows += matched
-                writer.write(kept)
+        if whole_files or keep is None:
+            # all_rows, or a filter on partition values only: the planner kept exactly
+            # the files whose every row matches, and they go without being read
+            touched = [task.label for task in tasks]
+            removed_rows = sum(_known_rows(task) for task in tasks)
+        else:
+            columns = predicates.columns(scan_filter.predicate) if exact else None
+            mask = _delete_mask(scan_filter, keep, exact)
+            rewrite = _Rewrite(resolved, base, writer, mask, columns)
+            rewrite.run(tasks)
+            touched, removed_rows = rewrite.touched, rewrite.matched
         if not touched:
             return _unchanged(base, "delete_rows")
         change = _change(
@@ -159,17 +162,16 @@ def upsert(
     tasks = _plan(resolved, base, scan_filter)
     writer = prepared.writer_spec().open()
     try:
-        touched: list[str] = []
-        replaced = 0
-        for task in tasks:
-            kept, matched = _without_matches(
-                resolved, base, task, scan_filter, lambda t: _key_mask(t, keys_table)
-            )
-            if matched:
-                touched.append(task.label)
-                replaced += matched
-                writer.write(kept)
-        writer.write(table)
+        rewrite = _Rewrite(
+            resolved,
+            base,
+            writer,
+            _key_mask(keys_table),
+            key_columns,
+            extra=_by_directory(table, base.partition_keys),
+        )
+        rewrite.run(tasks)
+        touched, replaced = rewrite.touched, rewrite.matched
         change = _change(
             "upsert", resolved, base, writer, touched, scan_filter, (table.num_rows, replaced)
         )
@@ -265,14 +267,10 @@ def _unchanged(base: DatasetMetadata, operation: str) -> Snapshot:
     )
 
 
-def _on_partitions_only(user_filter: Any, scan_filter: ScanFilter, meta: DatasetMetadata) -> bool:
-    """Whether the filter is exactly a condition on partition values (then files match whole)."""
+def _on_partitions_only(scan_filter: ScanFilter, meta: DatasetMetadata) -> bool:
+    """Whether the filter is a condition on partition values alone (then files match whole)."""
     pred = scan_filter.predicate
-    if pred is None or not predicates.columns(pred) <= set(meta.partition_keys):
-        return False
-    if isinstance(user_filter, pc.Expression):
-        return predicates.from_expression(user_filter, _schema(meta))[1]
-    return True
+    return pred is not None and predicates.columns(pred) <= set(meta.partition_keys)
 
 
 def _known_rows(task: FileTask) -> int:
@@ -283,27 +281,139 @@ def _known_rows(task: FileTask) -> int:
     return task.rows
 
 
-# -- reading and filtering one file --------------------------------------------
+# -- rewriting files ---------------------------------------------------------------
+
+#: files read ahead (and filtered) while earlier ones are written: reads release the GIL
+READ_AHEAD = 4
+#: kept rows are buffered up to this many bytes (peak memory: this, the files read
+#: ahead, the input), so the rewritten files of a partition become one new file
+BUFFER_BYTES = 64 * 1024 * 1024
+
+Mask = Callable[[pa.Table], pa.Array]
+
+
+@dataclass
+class _Rewrite:
+    """Copy-on-write of the files a change touches, one file (or a few) in memory at a time.
+
+    Files are read in partition order, a few ahead; a file with an affected
+    row is kept without those rows.  Kept rows are buffered per partition and
+    written with the rows ``extra`` adds to the same partitions (an upsert's
+    data), so a change leaves about one new file per partition it touched.
+    """
+
+    store: Store
+    meta: DatasetMetadata
+    writer: FileWriter
+    mask_of: Mask
+    #: the columns ``mask_of`` needs (``None``: all of them)
+    columns: Collection[str] | None
+    #: rows to add, by partition directory (written with that partition's kept rows)
+    extra: dict[str, pa.Table] = field(default_factory=dict)
+    #: labels of the files rewritten or dropped
+    touched: list[str] = field(default_factory=list)
+    #: rows that matched (deleted or replaced)
+    matched: int = 0
+    _buffer: list[tuple[str, pa.Table]] = field(default_factory=list)
+    _buffered: int = 0
+
+    def run(self, tasks: Sequence[FileTask]) -> None:
+        ordered = sorted(tasks, key=lambda t: (_directory(t.label), t.label))
+        with ThreadPoolExecutor(max_workers=READ_AHEAD) as pool:
+            for task, (kept, matched) in zip(ordered, _ahead(pool, self._read, ordered)):
+                if not matched:
+                    continue
+                self.touched.append(task.label)
+                self.matched += matched
+                if kept.num_rows:
+                    self._add(_directory(task.label), kept)
+        self._flush()
+        if self.extra:
+            self.writer.write(pa.concat_tables(list(self.extra.values())))
+            self.extra = {}
+
+    def _read(self, task: FileTask) -> tuple[pa.Table, int]:
+        kept, matched = _without_matches(self.store, self.meta, task, self.columns, self.mask_of)
+        if matched and kept.num_rows:
+            assert self.meta.schema is not None
+            kept = conform(kept, self.meta.schema, what="stored rows")
+        return kept, matched
+
+    def _add(self, directory: str, kept: pa.Table) -> None:
+        self._buffer.append((directory, kept))
+        self._buffered += kept.nbytes
+        if self._buffered >= BUFFER_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        tables = [t for _, t in self._buffer]
+        for directory in dict.fromkeys(d for d, _ in self._buffer):
+            if directory in self.extra:
+                tables.append(self.extra.pop(directory))
+        self._buffer, self._buffered = [], 0
+        self.writer.write(pa.concat_tables(tables))
+
+
+def _ahead(
+    pool: ThreadPoolExecutor, fn: Callable[[FileTask], Any], tasks: Sequence[FileTask]
+) -> Iterator[Any]:
+    """``map(fn, tasks)`` in order, with at most ``READ_AHEAD`` results pending."""
+    pending: deque[Future[Any]] = deque()
+    for task in tasks:
+        pending.append(pool.submit(fn, task))
+        if len(pending) > READ_AHEAD:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _directory(label: str) -> str:
+    return label.rsplit("/", 1)[0] if "/" in label else ""
+
+
+def _by_directory(table: pa.Table, partition_keys: Sequence[str]) -> dict[str, pa.Table]:
+    """The rows of ``table`` by the partition directory the writer puts them in."""
+    if not partition_keys:
+        return {"": table}
+    columns = {}
+    for name in partition_keys:
+        column = table.column(name)
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        columns[name] = column
+    rows = pa.table({**columns, "__ktk_row": pa.array(np.arange(table.num_rows))})
+    grouped = rows.group_by(list(partition_keys), use_threads=False).aggregate(
+        [("__ktk_row", "list")]
+    )
+    values = [grouped.column(name).to_pylist() for name in partition_keys]
+    row_lists = grouped.column("__ktk_row_list").combine_chunks()
+    out = {}
+    for i in range(grouped.num_rows):
+        raw = [keys.value_to_string(column[i]) for column in values]
+        out[keys.partition_directory(list(partition_keys), raw)] = table.take(row_lists[i].values)
+    return out
 
 
 def _without_matches(
     store: Store,
     meta: DatasetMetadata,
     task: FileTask,
-    scan_filter: ScanFilter,
-    mask_of: Any,
+    columns: Collection[str] | None,
+    mask_of: Mask,
 ) -> tuple[pa.Table, int]:
     """The file's rows (with partition columns) ``mask_of`` does not select; how many it does.
 
-    Only the columns the mask needs are read first: a file that turns out to
-    hold no affected row is not read further.
+    Only the ``columns`` the mask needs are read first: a file that turns out
+    to hold no affected row (or only affected rows) is not read further.
     """
     path = store.path(task.key)
     try:
         with store.arrow_filesystem().open_input_file(path) as source:
             parquet = pq.ParquetFile(source, pre_buffer=store.is_remote)
             stored = parquet.schema_arrow.names
-            wanted = _mask_columns(scan_filter, stored)
+            wanted = stored if columns is None else [n for n in stored if n in columns]
             probe = _with_partitions(parquet.read(columns=wanted), meta, task)
             mask = mask_of(probe)
             matched = int(pc.sum(mask).as_py() or 0)
@@ -328,14 +438,6 @@ def _without_matches(
     return table.filter(pc.invert(mask)), matched
 
 
-def _mask_columns(scan_filter: ScanFilter, stored: list[str]) -> list[str]:
-    """The stored columns a filter reads (all of them when it cannot tell)."""
-    if scan_filter.predicate is None and scan_filter.expression is not None:
-        return list(stored)
-    needed = predicates.columns(scan_filter.predicate)
-    return [n for n in stored if n in needed]
-
-
 def _with_partitions(table: pa.Table, meta: DatasetMetadata, task: FileTask) -> pa.Table:
     """Add the partition columns, constant per file, that the file does not store."""
     assert meta.schema is not None
@@ -356,30 +458,71 @@ def _keep_expression(scan_filter: ScanFilter) -> pc.Expression | None:
     return pc.coalesce(scan_filter.expression, pa.scalar(False))
 
 
-def _filter_mask(table: pa.Table, match: pc.Expression) -> pa.Array:
-    marked = table.append_column("__ktk_row", pa.array(np.arange(table.num_rows)))
-    hit = marked.filter(match).column("__ktk_row").to_numpy()
-    mask = np.zeros(table.num_rows, dtype=bool)
-    mask[hit] = True
-    return pa.array(mask)
+def _delete_mask(scan_filter: ScanFilter, match: pc.Expression, exact: bool) -> Mask:
+    """How a delete finds its rows in a file: a key lookup for ``col in (...)``, else Arrow.
+
+    The lookup only for a predicate that is exactly the filter (``exact``).
+    """
+    pred = scan_filter.predicate
+    if pred is not None and len(pred.clauses) == 1 and len(pred.clauses[0]) == 1 and exact:
+        term = pred.clauses[0][0]
+        values = term.value if term.op == "in" else {term.value} if term.op == "==" else None
+        if values and None not in values and term.type is not None:
+            wanted = pa.table({term.column: pa.array(list(values), type=term.type)})
+            if pa.types.is_integer(term.type):
+                return _key_mask(wanted)
+
+    def mask(table: pa.Table) -> pa.Array:
+        marked = table.append_column("__ktk_row", pa.array(np.arange(table.num_rows)))
+        hit = marked.filter(match).column("__ktk_row").to_numpy()
+        out = np.zeros(table.num_rows, dtype=bool)
+        out[hit] = True
+        return pa.array(out)
+
+    return mask
 
 
-def _key_mask(table: pa.Table, keys_table: pa.Table) -> pa.Array:
-    """Which rows of ``table`` have a key in ``keys_table``."""
+def _key_mask(keys_table: pa.Table) -> Mask:
+    """Which rows of a table have a key in ``keys_table`` (built once, used per file)."""
     names = keys_table.column_names
-    if len(names) == 1:
-        column = table.column(names[0])
-        wanted = keys_table.column(0)
-        if pa.types.is_dictionary(column.type):
-            column = column.cast(column.type.value_type)
-        if pa.types.is_dictionary(wanted.type):
-            wanted = wanted.cast(wanted.type.value_type)
-        return pc.fill_null(pc.is_in(column, value_set=wanted.combine_chunks()), False)
-    probe = table.select(names).append_column("__ktk_row", pa.array(np.arange(table.num_rows)))
-    hit = probe.join(keys_table, keys=names, join_type="left semi").column("__ktk_row")
-    mask = np.zeros(table.num_rows, dtype=bool)
-    mask[hit.to_numpy()] = True
-    return pa.array(mask)
+    if len(names) > 1:
+
+        def joined(table: pa.Table) -> pa.Array:
+            probe = table.select(names).append_column(
+                "__ktk_row", pa.array(np.arange(table.num_rows))
+            )
+            hit = probe.join(keys_table, keys=names, join_type="left semi").column("__ktk_row")
+            out = np.zeros(table.num_rows, dtype=bool)
+            out[hit.to_numpy()] = True
+            return pa.array(out)
+
+        return joined
+    name = names[0]
+    wanted = _plain(keys_table.column(0)).combine_chunks()
+    if pa.types.is_integer(wanted.type):
+        # a sorted array and a binary search per row: pc.is_in would hash every key per file
+        ordered = np.sort(wanted.to_numpy())
+
+        def searched(table: pa.Table) -> pa.Array:
+            column = _plain(table.column(name))
+            values = pc.fill_null(column, 0).to_numpy()
+            at = np.minimum(np.searchsorted(ordered, values), len(ordered) - 1)
+            hit = ordered[at] == values
+            if column.null_count:
+                hit &= pc.is_valid(column).to_numpy(zero_copy_only=False)
+            return pa.array(hit)
+
+        return searched
+
+    def hashed(table: pa.Table) -> pa.Array:
+        column = _plain(table.column(name))
+        return pc.fill_null(pc.is_in(column, value_set=wanted), False)
+
+    return hashed
+
+
+def _plain(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    return column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
 
 
 # -- input ----------------------------------------------------------------------
