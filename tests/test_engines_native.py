@@ -377,3 +377,28 @@ def test_fragment_cache_holds_one_fragment_per_planned_file(root: str) -> None:
         list(ds.get_fragments()), ds.schema, ds.format, ds.filesystem
     ).to_table()
     assert _rows(fresh) == _rows(ds.to_table())
+
+
+def test_a_repeated_filter_is_planned_once(root: str, monkeypatch) -> None:
+    ds = ka.dataset(root, UUID)
+    calls: list[Any] = []
+    original = ka.arrow.planning.plan
+
+    def plan(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ka.arrow.planning, "plan", plan)
+    first = ds.to_table(filter=[[("x", "==", 5)]])
+    again = ds.to_table(filter=[[("x", "==", 5)]])
+    assert again.equals(first) and first.column("x").to_pylist() == [5]
+    assert len(calls) == 1
+    ds.to_table(filter=pc.field("x") == 5)
+    ds.to_table(filter=pc.field("x") == 5)
+    assert len(calls) == 2
+    # values of other types are other filters
+    assert (
+        ds.to_table(filter=[[("f", "<", 1)]]).num_rows
+        == ds.to_table(filter=[[("f", "<", 1.0)]]).num_rows
+    )
+    assert len(calls) == 4

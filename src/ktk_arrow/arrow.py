@@ -13,10 +13,13 @@ entry points turn Arrow's errors on missing or damaged files into
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -155,6 +158,8 @@ class KartothekDataset(ds.FileSystemDataset):
         self.tasks = tasks
         self._ktk_filter = scan_filter
         self._fragment_cache = fragment_cache
+        self._plans: collections.OrderedDict[Any, KartothekDataset] = collections.OrderedDict()
+        self._plans_lock = threading.Lock()
 
     # -- attributes of DESIGN §1 ---------------------------------------------
     @property
@@ -185,9 +190,29 @@ class KartothekDataset(ds.FileSystemDataset):
 
     # -- pruning entry points -----------------------------------------------
     def _narrowed(self, user_filter: Any) -> KartothekDataset:
-        """This dataset re-planned with ``user_filter`` (no filter attached yet)."""
+        """This dataset re-planned with ``user_filter`` (no filter attached yet).
+
+        The last few plans are kept: a repeated query (a dashboard's) plans
+        once.  A snapshot never changes, so a plan never goes stale.
+        """
         if user_filter is None:
             return self
+        key = _filter_key(user_filter)
+        if key is None:
+            return self._plan(user_filter)
+        with self._plans_lock:
+            hit = self._plans.get(key)
+            if hit is not None:
+                self._plans.move_to_end(key)
+                return hit
+        narrowed = self._plan(user_filter)
+        with self._plans_lock:
+            self._plans[key] = narrowed
+            while len(self._plans) > PLANS_KEPT:
+                self._plans.popitem(last=False)
+        return narrowed
+
+    def _plan(self, user_filter: Any) -> KartothekDataset:
         extra = planning.make_filter(user_filter, self.schema)
         combined = planning.combine(self._ktk_filter, extra)
         tasks = planning.plan(
@@ -564,6 +589,36 @@ def _scrub(store: Store, text: str) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+#: plans a dataset keeps for repeated filters (each a list of its tasks and fragments)
+PLANS_KEPT = 16
+
+_PLAIN = (str, int, float, bool, bytes, date, datetime, time, timedelta, Decimal)
+
+
+def _filter_key(user_filter: Any) -> Any:
+    """A hashable key that equal filters share (``None``: do not cache this one).
+
+    An Arrow expression by its serialization; kartothek DNF by the type and
+    ``repr`` of every value (``1``, ``1.0`` and ``True`` stay apart).
+    """
+    if isinstance(user_filter, pc.Expression):
+        return ("expression", user_filter.__reduce__()[1][0].to_pybytes())
+    if isinstance(user_filter, (list, tuple)):
+        try:
+            return ("dnf", _plain_key(user_filter))
+        except TypeError:
+            return None
+    return None
+
+
+def _plain_key(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_plain_key(v) for v in value))
+    if value is None or isinstance(value, _PLAIN):
+        return (type(value).__name__, repr(value))
+    raise TypeError(type(value).__name__)
 
 
 class _FragmentCache:
