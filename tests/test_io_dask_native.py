@@ -200,6 +200,47 @@ def test_fused_reads_under_predicates_keep_each_files_rows(store: str) -> None:
     assert ddf.n.sum().compute() == ddf.compute().n.sum()
 
 
+def test_fused_reads_mix_with_other_uses_of_the_same_frame(store: str) -> None:
+    ddf = kdd.read_dataset_as_ddf(UUID, store)
+    whole = ddf.compute()
+    assert len(ddf[ddf.y > 0.5]) == int((whole.y > 0.5).sum())
+    assert (ddf.index.to_series() + ddf.n).sum().compute() == (whole.index + whole.n).sum()
+    assert (ddf.y + ddf.n).sum().compute() == pytest.approx((whole.y + whole.n).sum())
+    assert len(ddf.index) == len(whole)
+    persisted = ddf[["y"]].persist()
+    assert len(persisted) == len(whole)
+    assert persisted.y.sum().compute() == pytest.approx(whole.y.sum())
+    by_x = ddf.groupby("x").n.sum().compute().sort_index()
+    pd.testing.assert_series_equal(by_x, whole.groupby("x").n.sum().sort_index())
+
+
+def test_eager_and_iter_scan_only_the_columns_they_return(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ktk_arrow.io import _common, eager
+    from ktk_arrow.io import iter as kiter
+
+    scans: list[list[str]] = []
+    real = arrow.read_planned
+
+    def spy(dataset_: Any, columns: Any = None, filter: Any = None) -> Any:
+        scans.append(list(columns or []))
+        return real(dataset_, columns=columns, filter=filter)
+
+    monkeypatch.setattr(_common.arrow, "read_planned", spy)
+    monkeypatch.setattr(eager.arrow, "read_planned", spy)
+    predicates = [[("n", "<", 60)]]
+    frames = list(
+        kiter.read_dataset_as_dataframes__iterator(
+            UUID, store, columns=["y"], predicates=predicates
+        )
+    )
+    assert frames and all(list(df.columns) == ["y"] for df in frames)
+    table = eager.read_table(UUID, store, columns=["y"], predicates=predicates)
+    assert len(table) == 60 and list(table.columns) == ["y"]
+    assert scans and all(columns == ["y"] for columns in scans)
+
+
 def test_without_dasks_expression_hooks_the_read_falls_back_to_from_map(
     store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
