@@ -18,14 +18,16 @@ import importlib
 import os
 import uuid as uuidlib
 import warnings
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import commit as committer
@@ -201,8 +203,7 @@ def write_dataset(
     )
     writer = prepared.writer_spec().open()
     try:
-        for part in iter_tables(data):
-            writer.write(part)
+        writer.write_all(iter_tables(data))
         if prepared.needs_empty_file(writer.entries, writer.schema):
             writer.write_empty()
         snapshot = prepared.commit_files(
@@ -605,17 +606,43 @@ def _check_scope(
 
 
 _WRITE_THREADS = max(2, min(8, os.cpu_count() or 2))
+#: input chunks in flight at once: one encoded by the threads while the next is split
+_CHUNKS_IN_FLIGHT = 2
+#: rows sampled per chunk to tell which columns repeat values enough for a dictionary
+_DICTIONARY_SAMPLE = 64 * 1024
+
+#: which rows of a chunk go to a file: a contiguous slice, or row numbers in ascending order
+Rows = slice | pa.Array
 
 
 @dataclass(frozen=True)
 class _FileJob:
-    """One file to write: its name, the rows (with partition columns) and the data to store."""
+    """One file to write: its name, and which rows of a chunk's data columns it stores."""
 
     label: str
     key: str
-    rows: pa.Table
-    data: pa.Table
     position: int
+    data: pa.Table  # the chunk's columns as stored (no partition columns)
+    rows: Rows
+    dictionary: bool | list[str]  # ``use_dictionary`` for the parquet writer
+
+    def table(self) -> pa.Table:
+        if isinstance(self.rows, slice):
+            start, stop = self.rows.start or 0, self.rows.stop
+            if start == 0 and stop >= self.data.num_rows:
+                return self.data
+            return self.data.slice(start, stop - start)
+        return self.data.take(self.rows)
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What a worker reports about a file it wrote."""
+
+    size: int
+    rows: int
+    stats: dict[str, list[Any]]
+    index_values: dict[str, pa.Array]
 
 
 class FileWriter:
@@ -647,8 +674,45 @@ class FileWriter:
         self._protected: list[str] = []
 
     def write(self, table: pa.Table) -> None:
+        """Write one table's files; they are in ``entries`` when this returns."""
+        self.write_all([table])
+
+    def write_all(self, tables: Iterable[pa.Table]) -> None:
+        """Write the files of every table in ``tables``, a chunk at a time.
+
+        This thread validates each chunk and sorts its rows by partition; worker
+        threads gather each file's rows and encode them (``pq.write_table``
+        releases the GIL).  The next chunk is pulled from ``tables`` only while
+        fewer than ``_CHUNKS_IN_FLIGHT`` are being written, so splitting one chunk
+        overlaps with encoding the one before and an iterator is never drained
+        ahead.  Every file is in ``entries`` when this returns; on an error no
+        worker is left writing, and the first error is raised as it was.
+        """
+        pending: deque[list[tuple[_FileJob, Future[_Written]]]] = deque()
+        pool: ThreadPoolExecutor | None = None
+        try:
+            for table in tables:
+                jobs = self._jobs(table)
+                if not jobs:
+                    continue
+                if pool is None:
+                    pool = ThreadPoolExecutor(max_workers=_WRITE_THREADS)
+                pending.append([(job, pool.submit(self._encode, job)) for job in jobs])
+                while len(pending) >= _CHUNKS_IN_FLIGHT:
+                    self._collect(pending.popleft())
+            while pending:
+                self._collect(pending.popleft())
+        finally:
+            for chunk in pending:
+                for _, future in chunk:
+                    future.cancel()
+            if pool is not None:
+                pool.shutdown(wait=True)  # nothing may write behind a caller's abort()
+
+    def _jobs(self, table: pa.Table) -> list[_FileJob]:
+        """Check one chunk against the schema and name its files (registered, not written)."""
         if table.num_rows == 0 and self.schema is not None:
-            return
+            return []
         check_column_names(table.column_names)
         table = _drop_pandas_index(table)
         if self.schema is None:
@@ -673,76 +737,86 @@ class FileWriter:
                         "boolean, date or timestamp column"
                     )
         if table.num_rows == 0:
-            return
+            return []
         check_timestamps(table, self.plan.unit)
         table = conform(table, self.schema)
-        jobs = [
-            self._prepare_file(values, part.slice(start, self.max_rows_per_file))
-            for values, part in _split(table, self.plan.partition_keys)
-            for start in range(0, part.num_rows, self.max_rows_per_file)
+        data = table.select(
+            [n for n in table.column_names if n not in self.plan.partition_keys]
+        ).cast(data_schema(self.schema, self.plan.partition_keys))
+        dictionary = _dictionary_columns(data)
+        return [
+            self._prepare_file(values, data, piece, dictionary)
+            for values, rows in _split(table, self.plan.partition_keys)
+            for piece in _pieces(rows, self.max_rows_per_file)
         ]
-        # pq.write_table releases the GIL: write a chunk's files in parallel
-        if len(jobs) > 1:
-            with ThreadPoolExecutor(max_workers=min(len(jobs), _WRITE_THREADS)) as pool:
-                done = list(pool.map(self._write_file, jobs))
-        else:
-            done = [self._write_file(job) for job in jobs]
-        for job, size in zip(jobs, done, strict=True):
-            self.entries[job.position] = FileEntry(
-                job.label, job.key, size, job.data.num_rows, file_stats(job.data)
-            )
-            for column in self.plan.indices:
-                spec_index.add(
-                    self.index_delta[column],
-                    spec_index.values_in(job.rows.column(column)),
-                    job.label,
-                )
 
-    def _prepare_file(self, values: list[Any], rows: pa.Table) -> _FileJob:
+    def _encode(self, job: _FileJob) -> _Written:
+        """Worker thread: gather the file's rows, write it, and describe it."""
+        table = job.table()
+        size = self._write_file(job.key, table, job.dictionary)
+        return _Written(
+            size,
+            table.num_rows,
+            file_stats(table),
+            {c: spec_index.values_in(table.column(c)) for c in self.plan.indices},
+        )
+
+    def _collect(self, chunk: list[tuple[_FileJob, Future[_Written]]]) -> None:
+        """Record a chunk's written files, in the order they were named."""
+        for job, future in chunk:
+            written = future.result()
+            self.entries[job.position] = FileEntry(
+                job.label, job.key, written.size, written.rows, written.stats
+            )
+            for column, values in written.index_values.items():
+                spec_index.add(self.index_delta[column], values, job.label)
+
+    def _prepare_file(
+        self, values: list[Any], data: pa.Table, rows: Rows, dictionary: bool | list[str]
+    ) -> _FileJob:
         """Name the file and register it (so abort() removes it even half-written)."""
-        assert self.schema is not None
         raw_values = [keys.value_to_string(v) for v in values]
         directory = keys.partition_directory(self.plan.partition_keys, raw_values)
         name = self.name_prefix + uuidlib.uuid4().hex
         label = f"{directory}/{name}" if directory else name
         key = keys.data_key(self.dataset_uuid, label, self.plan.table)
-        data = rows.select([n for n in rows.column_names if n not in self.plan.partition_keys])
-        data = data.cast(data_schema(self.schema, self.plan.partition_keys))
         self._ensure_dir(self.store.path(key), key)
         committer.IN_FLIGHT.add(self.store, [key])
         self._protected.append(key)
-        self.entries.append(FileEntry(label, key, None, data.num_rows))
-        return _FileJob(label, key, rows, data, len(self.entries) - 1)
+        self.entries.append(FileEntry(label, key, None, _row_count(rows)))
+        return _FileJob(label, key, len(self.entries) - 1, data, rows, dictionary)
 
     def write_empty(self) -> None:
         """Write one file without rows (unpartitioned datasets only): it stores the schema."""
         assert self.schema is not None and not self.plan.partition_keys
-        job = self._prepare_file([], self.schema.empty_table())
-        size = self._write_file(job)
-        self.entries[job.position] = FileEntry(job.label, job.key, size, 0, file_stats(job.data))
+        data = self.schema.empty_table().cast(data_schema(self.schema, ()))
+        job = self._prepare_file([], data, slice(0, 0), True)
+        size = self._write_file(job.key, data, True)
+        self.entries[job.position] = FileEntry(job.label, job.key, size, 0, file_stats(data))
 
-    def _write_file(self, job: _FileJob) -> int:
+    def _write_file(self, key: str, table: pa.Table, dictionary: bool | list[str]) -> int:
         """Write one parquet file; returns its size in bytes."""
         options = {
             "row_group_size": self.row_group_size,
             "coerce_timestamps": None if self.plan.unit == "ns" else "us",
             "allow_truncated_timestamps": False,
             "compression": "snappy",
+            "use_dictionary": dictionary,
             "store_schema": True,
         }
-        if self.store.is_remote and job.data.nbytes < SINGLE_PUT_BYTES:
+        if self.store.is_remote and table.nbytes < SINGLE_PUT_BYTES:
             # one PUT instead of a multipart upload's three requests
             buf = pa.BufferOutputStream()
-            pq.write_table(job.data, buf, **options)
+            pq.write_table(table, buf, **options)
             payload = buf.getvalue().to_pybytes()
-            self.store.put(job.key, payload)
+            self.store.put(key, payload)
             return len(payload)
         try:
-            with self._fs.open_output_stream(self.store.path(job.key)) as out:
-                pq.write_table(job.data, out, **options)
+            with self._fs.open_output_stream(self.store.path(key)) as out:
+                pq.write_table(table, out, **options)
                 return int(out.tell())
         except OSError as exc:  # a name too long, no permission, a full disk, ...
-            raise store_error(self.store, job.key, exc) from exc
+            raise store_error(self.store, key, exc) from exc
 
     def _ensure_dir(self, path: str, key: str) -> None:
         if self.store.is_remote:
@@ -888,31 +962,104 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _split(table: pa.Table, partition_keys: Sequence[str]) -> Iterator[tuple[list[Any], pa.Table]]:
-    """Yield ``(partition values, rows)`` per distinct combination, in first-seen order."""
+def _split(table: pa.Table, partition_keys: Sequence[str]) -> list[tuple[list[Any], Rows]]:
+    """``(partition values, rows)`` per distinct combination, in first-seen order.
+
+    One stable sort of the row numbers by partition code (Arrow counts them:
+    the codes are dense) instead of a group-by with list aggregation; the rows
+    of a partition keep their order, and are a slice where they are contiguous.
+    """
     if not partition_keys:
-        yield [], table
-        return
-    key_table = table.select(list(partition_keys))
+        return [([], slice(0, table.num_rows))]
+    columns = table.select(list(partition_keys)).combine_chunks().columns
     key_table = pa.table(
         {
             k: c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c
-            for k, c in zip(key_table.column_names, key_table.combine_chunks().columns, strict=True)
+            for k, c in zip(partition_keys, columns, strict=True)
         }
     )
-    if len(partition_keys) == 1 and key_table.column(0).null_count == 0:
-        column = key_table.column(0)
-        unique = column.unique()
-        if len(unique) == 1:
-            yield [unique[0].as_py()], table
+    codes, groups = _partition_codes(key_table)
+    if groups == 1:
+        values = key_table.slice(0, 1).to_pydict()
+        return [([values[k][0] for k in partition_keys], slice(0, table.num_rows))]
+    order = pc.sort_indices(pa.array(codes))  # stable
+    order_np = order.to_numpy()
+    ends = np.cumsum(np.bincount(codes, minlength=groups))
+    starts = np.concatenate([[0], ends[:-1]])
+    firsts, lasts = order_np[starts], order_np[ends - 1]
+    values = key_table.take(pa.array(firsts)).to_pydict()
+    out: list[tuple[list[Any], Rows]] = []
+    for g in range(groups):
+        start, end, first, last = int(starts[g]), int(ends[g]), int(firsts[g]), int(lasts[g])
+        contiguous = last - first == end - start - 1  # ascending row numbers without a gap
+        rows = slice(first, last + 1) if contiguous else order.slice(start, end - start)
+        out.append(([values[k][g] for k in partition_keys], rows))
+    return out
+
+
+def _partition_codes(key_table: pa.Table) -> tuple[np.ndarray, int]:
+    """A dense code per row (``0..n-1`` in first-seen order, nulls too) and the count ``n``."""
+    codes: np.ndarray | None = None
+    groups = 0
+    for column in key_table.columns:
+        encoded = column.combine_chunks().dictionary_encode(null_encoding="encode")
+        own = encoded.indices.to_numpy()
+        if codes is None:
+            codes, groups = own, len(encoded.dictionary)
+            continue
+        # re-encoding keeps the codes below the row count, so the product never overflows
+        merged = pa.array(
+            codes.astype(np.int64) * len(encoded.dictionary) + own
+        ).dictionary_encode()
+        codes, groups = merged.indices.to_numpy(), len(merged.dictionary)
+    assert codes is not None
+    return codes, groups
+
+
+def _pieces(rows: Rows, size: int) -> Iterator[Rows]:
+    """``rows`` cut into files of at most ``size`` rows."""
+    if isinstance(rows, slice):
+        start, stop = rows.start or 0, rows.stop
+        if stop - start <= size:
+            yield rows
             return
-    rows = key_table.append_column("__row", pa.array(np.arange(table.num_rows)))
-    grouped = rows.group_by(list(partition_keys), use_threads=False).aggregate([("__row", "list")])
-    key_values = [grouped.column(k).to_pylist() for k in partition_keys]
-    row_lists = grouped.column("__row_list").combine_chunks()
-    for i in range(grouped.num_rows):
-        # the row numbers stay Arrow arrays: no round trip through Python ints
-        yield [column[i] for column in key_values], table.take(row_lists[i].values)
+        for at in range(start, stop, size):
+            yield slice(at, min(at + size, stop))
+        return
+    if len(rows) <= size:
+        yield rows
+        return
+    for at in range(0, len(rows), size):
+        yield rows.slice(at, size)
+
+
+def _row_count(rows: Rows) -> int:
+    return (rows.stop - (rows.start or 0)) if isinstance(rows, slice) else len(rows)
+
+
+def _dictionary_columns(data: pa.Table) -> bool | list[str]:
+    """The columns worth dictionary encoding: those repeating values in a sample of the chunk.
+
+    Parquet writers dictionary-encode every column unless told otherwise, and
+    fall back to plain only once a dictionary passes 1 MiB, which a column of
+    distinct ids, amounts or timestamps in files of thousands of rows never
+    does: there the dictionary costs encode time and makes the file bigger.
+    Dictionary-typed columns always keep it.  Nested columns and names with
+    dots (Parquet addresses columns by dotted paths) keep the default.
+    """
+    if any(pa.types.is_nested(f.type) or "." in f.name for f in data.schema):
+        return True
+    step = max(1, data.num_rows // _DICTIONARY_SAMPLE)
+    sample = data if step == 1 else data.take(pa.array(np.arange(0, data.num_rows, step)))
+    out = []
+    for field, column in zip(data.schema, sample.columns):
+        if pa.types.is_dictionary(field.type):
+            out.append(field.name)
+        elif pa.types.is_boolean(field.type) or pa.types.is_null(field.type):
+            continue
+        elif pc.count_distinct(column, mode="all").as_py() * 2 <= len(column):
+            out.append(field.name)
+    return out
 
 
 def _partitionable(t: pa.DataType) -> bool:
