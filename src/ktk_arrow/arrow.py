@@ -736,8 +736,10 @@ def _parquet_format(store: Store) -> ds.ParquetFileFormat:
 
 
 def _scan_options(store: Store) -> ds.ParquetFragmentScanOptions:
-    # pre_buffer coalesces column-chunk reads: few large requests on object stores
-    return ds.ParquetFragmentScanOptions(pre_buffer=store.is_remote)
+    # pre_buffer coalesces column-chunk reads and issues them ahead on Arrow's I/O
+    # threads: few large requests on object stores, and on local disk a full or
+    # filtered scan of 200 files is ~2x faster than without (docs/engines.md)
+    return ds.ParquetFragmentScanOptions(pre_buffer=True)
 
 
 def dataset(
