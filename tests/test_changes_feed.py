@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import os
 import tempfile
 import uuid as uuidlib
@@ -18,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ktk_arrow as ka
-from ktk_arrow import changes as changes_module
 from ktk_arrow import commit
 from ktk_arrow.changes import changes, multiset_difference
 from ktk_arrow.commit import Change
@@ -26,6 +26,8 @@ from ktk_arrow.spec import keys, manifest
 from ktk_arrow.spec.metadata import FileEntry
 from ktk_arrow.storage import LocalStore
 
+# the module, even once ``ka.changes`` names the function (as ``ka.compact`` does)
+changes_module = importlib.import_module("ktk_arrow.changes")
 ZERO = dt.timedelta(0)
 CHANGE = ["_change_type", "_commit_version", "_commit_timestamp"]
 
@@ -162,10 +164,14 @@ def test_delete_scope_without_data_deletes_the_partition_rows(tmp_path, layout):
     assert rows_of(feed) == Counter({(1, 1): 2})
 
 
-def test_full_overwrite_deletes_every_old_row_and_inserts_the_new(tmp_path, layout):
+@pytest.mark.parametrize("batch_bytes", [changes_module.DIFF_BATCH_BYTES, 1])
+def test_full_overwrite_deletes_every_old_row_and_inserts_the_new(
+    tmp_path, layout, monkeypatch, batch_bytes
+):
+    monkeypatch.setattr(changes_module, "DIFF_BATCH_BYTES", batch_bytes)  # 1: a batch per dir
     root = str(tmp_path)
-    ka.write_dataset(df([(1, 1), (2, 2), (3, 3)]), root, "ds", partition_on=["p"])
-    snap = ka.write_dataset(df([(2, 2), (4, 4)]), root, "ds", mode="overwrite")
+    ka.write_dataset(df([(1, 1), (2, 2), (3, 3), (3, 3)]), root, "ds", partition_on=["p"])
+    snap = ka.write_dataset(df([(2, 2), (3, 3), (4, 4)]), root, "ds", mode="overwrite")
     feed = changes(root, "ds", snap.version)
     assert rows_of(of_version(feed, 1, "delete")) == Counter({(1, 1): 1, (3, 3): 1})
     assert rows_of(of_version(feed, 1, "insert")) == Counter({(4, 4): 1})
@@ -533,3 +539,20 @@ def test_changes_replayed_on_the_start_version_give_the_end_version(first, ops, 
 @contextmanager
 def _nothing():
     yield
+
+
+def test_the_feed_reads_any_store(memory_url_and_options):
+    url, options = memory_url_and_options
+    ka.write_dataset(df([(1, 1), (2, 2)]), url, "ds", partition_on=["p"], storage_options=options)
+    ka.write_dataset(
+        df([(1, 1), (1, 5)]),
+        url,
+        "ds",
+        mode="overwrite",
+        delete_scope=[{"p": 1}],
+        storage_options=options,
+    )
+    feed = changes(url, "ds", 1, storage_options=options)
+    assert sorted(zip(feed["x"].to_pylist(), feed["_change_type"].to_pylist())) == [(5, "insert")]
+    store = ka.resolve_store(url, options)
+    assert changes(store, "ds", 0, 0).num_rows == 2
