@@ -105,7 +105,7 @@ def changes(
             f"{lo}..{latest.version}"
         )
     snapshots = _Snapshots(resolved, dataset_uuid, latest)
-    end_meta = snapshots.read(end)
+    end_meta = snapshots.known[end] = snapshots.read(end)  # its schema shapes the result
     if end_meta is None or end_meta.commit.is_tombstone:
         raise snapshots.unavailable(start_version, end, end_meta)
     data_schema = _data_schema(end_meta)
@@ -141,11 +141,13 @@ class _Snapshots:
         self.store = store
         self.dataset_uuid = dataset_uuid
         self.latest = latest
+        #: snapshots already read (the latest may be a state plateau appended, not yet logged)
+        self.known: dict[int, DatasetMetadata | None] = {latest.version: latest}
 
     def read(self, version: int) -> DatasetMetadata | None:
-        """Snapshot ``version`` (the latest may be a state plateau appended, not yet logged)."""
-        if version == self.latest.version:
-            return self.latest
+        """Snapshot ``version``, ``None`` if its log entry is gone (or ``version < 0``)."""
+        if version in self.known:
+            return self.known[version]
         if version < 0:
             return None
         entry = commit.read_entry(self.store, self.dataset_uuid, version)
