@@ -29,7 +29,16 @@ from ._optional import import_optional
 from .arrow import KartothekDataset, dataset, native_predicate
 from .errors import KtkError
 from .spec import predicates
-from .storage import _NEUTRAL_OPTIONS, AzureStore, GCSStore, LocalStore, S3Store, Store, StoreLike
+from .storage import (
+    _NEUTRAL_OPTIONS,
+    AzureStore,
+    GCSStore,
+    LocalStore,
+    S3Store,
+    Store,
+    StoreLike,
+    _parse_connection_string,
+)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -357,14 +366,27 @@ def _s3_options(opts: dict[str, Any]) -> dict[str, str] | None:
 def _azure_options(opts: dict[str, Any]) -> dict[str, str] | None:
     opts = dict(opts)
     out: dict[str, str] = {}
+    conn = opts.pop("connection_string", None)
+    if conn:
+        parts = _parse_connection_string(str(conn))
+        if parts.get("usedevelopmentstorage", "").lower() == "true":
+            return None  # the default Azurite endpoint: adlfs knows it, object_store differently
+        opts.setdefault("account_name", parts.get("accountname"))
+        opts.setdefault("account_key", parts.get("accountkey"))
+        opts.setdefault("sas_token", parts.get("sharedaccesssignature"))
+        endpoint = parts.get("blobendpoint")
+        if endpoint:
+            out["azure_storage_endpoint"] = endpoint.rstrip("/")
+            if endpoint.startswith("http://"):
+                out["azure_allow_http"] = "true"
     for ours, theirs in (
-        ("account_name", "account_name"),
-        ("account_key", "account_key"),
-        ("sas_token", "sas_token"),
+        ("account_name", "azure_storage_account_name"),
+        ("account_key", "azure_storage_account_key"),
+        ("sas_token", "azure_storage_sas_key"),
     ):
         value = opts.pop(ours, None)
         if value:
             out[theirs] = str(value)
-    if opts or "account_name" not in out:
-        return None  # connection strings, credential objects, custom hosts: adlfs only
+    if {k for k, v in opts.items() if v is not None} or "azure_storage_account_name" not in out:
+        return None  # credential objects, service principals, custom hosts: adlfs only
     return out
