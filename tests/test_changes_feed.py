@@ -465,6 +465,17 @@ def test_multiset_difference_counts_duplicates_nulls_nan_and_nested_values():
     split = pa.table({"l": pa.array([[1], [2]])})
     gone, came = multiset_difference(lists, split)
     assert gone.num_rows == 2 and came.num_rows == 2
+    # fixed-size and large lists, lists of lists
+    nested = pa.table(
+        {
+            "fl": pa.array([[1, 2], [1, 2], None], pa.list_(pa.int64(), 2)),
+            "ll": pa.array([["a"], ["a"], ["b"]], pa.large_list(pa.string())),
+            "lol": pa.array([[[1], []], [[1], []], [[1, None]]]),
+        }
+    )
+    gone, came = multiset_difference(nested, nested.take([1, 2, 2]))
+    assert gone.to_pylist() == [nested.to_pylist()[0]]
+    assert came.to_pylist() == [nested.to_pylist()[2]]
     # chunked inputs and different dictionaries per side
     left = pa.table({"s": pa.chunked_array([pa.array(["a", "b"]).dictionary_encode()])})
     right = pa.table({"s": pa.array(["b", "a", "a"]).dictionary_encode()})

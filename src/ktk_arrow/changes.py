@@ -505,9 +505,10 @@ def _groupable(values: pa.Array) -> list[pa.Array]:
     ):
         return [_list_key(values)]
     if pa.types.is_union(kind) or pa.types.is_run_end_encoded(kind):
+        # parquet stores neither: only an in-memory table can hold them
         raise InvalidArgumentError(
-            f"the change feed cannot compare values of type {kind}; select other columns "
-            "or read the snapshots with ka.dataset(..., version=...)"
+            f"rows with values of type {kind} cannot be compared (the change feed compares "
+            "every column); compare the snapshots read with ka.dataset(..., version=N)"
         )
     return [values]
 
