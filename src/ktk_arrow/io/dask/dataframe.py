@@ -239,7 +239,7 @@ if _DASK_HOOKS:
                 return Index(self.substitute_parameters({"columns": columns, "_series": False}))
             return super()._simplify_up(parent, dependents)
 
-        @property
+        @functools.cached_property
         def _fusion_compression_factor(self) -> float:
             """How many partitions' reads one fused task takes (its inverse).
 
