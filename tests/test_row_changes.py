@@ -621,3 +621,24 @@ def test_a_small_buffer_writes_each_rewritten_file_on_its_own(store, monkeypatch
     want = pd.concat([model[~model.key.isin(data.key)], data], ignore_index=True)
     pd.testing.assert_frame_equal(rows_of(store), model_rows(want), check_dtype=False)
     assert_index_exact(store)
+
+
+def test_row_changes_on_a_dataset_plateau_wrote(store):
+    pl = pytest.importorskip("plateau.io.eager")
+    minimalkv = pytest.importorskip("minimalkv")
+    pstore = functools.partial(minimalkv.get_store_from_url, f"hfs://{store.root}")
+    df = frame(range(20))
+    pl.store_dataframes_as_dataset(
+        store=pstore, dataset_uuid=UUID, dfs=[df], partition_on=["p"], secondary_indices=["key"]
+    )
+    snap = ka.delete_rows(store, UUID, [[("p", "==", 1)]])  # plateau records no row counts
+    assert (snap.files_removed, snap.rows_removed) == (1, 5)
+    snap = ka.upsert(frame([2, 100], v=-1), store, UUID, on="key")
+    assert (snap.rows_added, snap.rows_removed) == (2, 1)
+    want = pd.concat([df[(df.p != 1) & (df.key != 2)], frame([2, 100], v=-1)], ignore_index=True)
+    pd.testing.assert_frame_equal(rows_of(store), model_rows(want), check_dtype=False)
+    got = pl.read_table(UUID, store=pstore)
+    pd.testing.assert_frame_equal(
+        model_rows(got.astype({"p": "int64"})), model_rows(want), check_dtype=False
+    )
+    assert_index_exact(store)

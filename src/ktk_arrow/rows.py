@@ -95,7 +95,7 @@ def delete_rows(
             # all_rows, or a filter on partition values only: the planner kept exactly
             # the files whose every row matches, and they go without being read
             touched = [task.label for task in tasks]
-            removed_rows = sum(_known_rows(task) for task in tasks)
+            removed_rows = sum(_row_count(resolved, task) for task in tasks)
         else:
             columns = predicates.columns(scan_filter.predicate) if exact else None
             mask = _delete_mask(scan_filter, keep, exact)
@@ -273,12 +273,18 @@ def _on_partitions_only(scan_filter: ScanFilter, meta: DatasetMetadata) -> bool:
     return pred is not None and predicates.columns(pred) <= set(meta.partition_keys)
 
 
-def _known_rows(task: FileTask) -> int:
-    if task.rows is None:
-        raise CorruptMetadataError(
-            f"file {task.key!r} has no recorded row count; run `ktk check` to repair it"
-        )
-    return task.rows
+def _row_count(store: Store, task: FileTask) -> int:
+    """A dropped file's rows: recorded, or (files plateau wrote) from its footer."""
+    if task.rows is not None:
+        return task.rows
+    try:
+        with store.arrow_filesystem().open_input_file(store.path(task.key)) as source:
+            return int(pq.ParquetFile(source).metadata.num_rows)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise StoreError(
+            f"reading the footer of data file {task.key!r} from {store.url!r} failed ({exc}); "
+            f"retry, or {committer.check_hint(store, task.key.split('/', 1)[0])}"
+        ) from exc
 
 
 # -- rewriting files ---------------------------------------------------------------
@@ -336,7 +342,8 @@ class _Rewrite:
         kept, matched = _without_matches(self.store, self.meta, task, self.columns, self.mask_of)
         if matched and kept.num_rows:
             assert self.meta.schema is not None
-            kept = conform(kept, self.meta.schema, what="stored rows")
+            # plateau may have stored a pandas index: the writer never keeps one
+            kept = conform(_drop_pandas_index(kept), self.meta.schema, what="stored rows")
         return kept, matched
 
     def _add(self, directory: str, kept: pa.Table) -> None:
