@@ -163,6 +163,28 @@ def test_a_length_under_predicates_reads_only_what_the_filter_needs(
     assert all(r["filter"] is not None for r in reads)
 
 
+def test_a_dataset_without_recorded_row_counts_reads_no_column_for_its_length(
+    tmp_path: Path, reads: list[dict[str, Any]]
+) -> None:
+    import functools
+
+    minimalkv = pytest.importorskip("minimalkv")
+    plateau_eager = pytest.importorskip("plateau.io.eager")
+    root = str(tmp_path / "plateau")
+    Path(root).mkdir()
+    frames = [pd.DataFrame({"p": [1, 1, 2], "x": [1, 2, 3]}), pd.DataFrame({"p": [3], "x": [4]})]
+    plateau_eager.store_dataframes_as_dataset(
+        functools.partial(minimalkv.get_store_from_url, f"hfs://{root}"),
+        "u",
+        frames,
+        partition_on=["p"],
+    )
+    assert all(t.rows is None for t in ka.dataset(root, "u").tasks)  # plateau records none
+    ddf = kdd.read_dataset_as_ddf("u", root)
+    assert len(ddf) == 4
+    assert reads and all([c for c in r["columns"] if not c.startswith("__")] == [] for r in reads)
+
+
 # -- fused reads ---------------------------------------------------------------------
 
 
