@@ -313,7 +313,7 @@ def _terms(draw: Any) -> tuple[str, str, Any]:
 DNFS = st.lists(st.lists(_terms(), min_size=1, max_size=3), min_size=1, max_size=3)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(dnf=DNFS)
 def test_random_filters_agree_across_engines(root: str, dnf: list[list[Any]]) -> None:
     ds = ka.dataset(root, UUID)
