@@ -19,6 +19,7 @@ replaced; ``holding keys`` counts the files that hold one of the keys.
 
     python benchmarks/changes.py            # 10M rows, 100 partitions, 10 appends
     python benchmarks/changes.py --quick    # 1M rows
+    python benchmarks/changes.py --quick --repeat 3 --scenarios recent --operations upsert
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -198,6 +200,10 @@ def main() -> None:
     parser.add_argument("--delete-fraction", type=float, default=0.001)
     parser.add_argument("--upsert-rows", type=int, default=10_000)
     parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS), choices=SCENARIOS)
+    parser.add_argument("--operations", nargs="*", default=list(OPERATIONS), choices=OPERATIONS)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per tool and operation (median time, max RSS)"
+    )
     parser.add_argument("--dir", help="where to write the data (default: a temp dir)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args()
@@ -227,14 +233,17 @@ def main() -> None:
         for scenario in args.scenarios:
             delete_keys = keys_for(config, scenario, int(args.rows * args.delete_fraction), 1)
             data = upsert_data(config, scenario)
-            for operation in OPERATIONS:
+            for operation in args.operations:
                 keys = delete_keys if operation == "delete" else data.column("key").to_numpy()
                 held = {
                     "ktk-arrow": holding(f"{pristine}/ktk/ds/table", keys),
                     "deltalake": holding(f"{pristine}/delta", keys),
                 }
                 for tool in TOOLS:
-                    r = run(tool, operation, pristine, keys, data)
+                    runs = [run(tool, operation, pristine, keys, data) for _ in range(args.repeat)]
+                    r = dict(max(runs, key=lambda x: x["peak_rss"]))
+                    r["seconds"] = statistics.median(x["seconds"] for x in runs)
+                    r["all_seconds"] = [x["seconds"] for x in runs]
                     results.append(
                         {
                             "scenario": scenario,
@@ -263,7 +272,7 @@ def main() -> None:
         print("ratios ktk-arrow / deltalake (targets: time <= 0.5, peak RSS <= 0.5)")
         ratios = {}
         for scenario in args.scenarios:
-            for operation in OPERATIONS:
+            for operation in args.operations:
                 ours, theirs = (
                     next(
                         r
