@@ -424,10 +424,12 @@ def test_upserts_of_other_keys_in_other_files_both_commit(store, monkeypatch):
     assert_index_exact(store)
 
 
-def _worker(root: str, role: str, rounds: int) -> list[tuple[int, str, list[int], int]]:
+def _worker(root: str, role: str, rounds: int, start: Any) -> list[tuple[int, str, list[int], int]]:
     """Commit ``rounds`` operations, retrying conflicts; returns (version, role, keys, v)."""
     import ktk_arrow as ka
+    import ktk_arrow.rows  # imported before the start, so that the writers race
 
+    start.wait()
     done = []
     for i in range(rounds):
         if role == "append":
@@ -452,13 +454,15 @@ def _worker(root: str, role: str, rounds: int) -> list[tuple[int, str, list[int]
 def test_concurrent_upserts_and_appends_equal_a_serial_order(tmp_path):
     root = str(tmp_path / "store")
     seeded(resolve_store(root), n=40)
-    with mp.get_context("spawn").Pool(3) as pool:
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager, ctx.Pool(3) as pool:
+        start = manager.Barrier(3)
         results = pool.starmap(
-            _worker, [(root, role, 4) for role in ("append", "upsert-a", "upsert-b")]
+            _worker, [(root, role, 3, start) for role in ("append", "upsert-a", "upsert-b")]
         )
     commits = sorted(c for result in results for c in result)
     # every operation is one version, and replaying them in version order gives the dataset
-    assert [c[0] for c in commits] == list(range(1, 13))
+    assert [c[0] for c in commits] == list(range(1, 10))
     model = frame(range(40))
     for _version, role, keys, v in commits:
         data = frame(keys, v=v)
