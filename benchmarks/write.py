@@ -98,11 +98,15 @@ def _child(writer: str, args: dict[str, Any], root: str, queue: Any) -> None:
     if args["input"] == "pandas":
         chunks = [c.to_pandas() for c in chunks]
     before = _rss_bytes()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     _write(writer, chunks, root)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    queue.put({"seconds": seconds, "peak_rss": peak, "rss_before": before})
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+    queue.put(
+        {"seconds": seconds, "cpu": cpu, "peak_rss": after.ru_maxrss * 1024, "rss_before": before}
+    )
 
 
 def _files(root: str) -> tuple[int, int]:
@@ -150,28 +154,36 @@ def main() -> None:
         args.rows = 1_000_000
     config = {k: getattr(args, k) for k in ("rows", "chunks", "partitions", "input")}
 
+    # writers take turns, so a load that changes during the run hits them alike
+    runs: dict[str, list[dict[str, Any]]] = {w: [] for w in args.writers}
+    for _ in range(args.repeat):
+        for writer in args.writers:
+            runs[writer].append(run(writer, config))
     results: dict[str, dict[str, Any]] = {}
-    for writer in args.writers:
-        runs = [run(writer, config) for _ in range(args.repeat)]
-        best = runs[0]
+    for writer, done in runs.items():
         results[writer] = {
-            "seconds": statistics.median(r["seconds"] for r in runs),
-            "all_seconds": [r["seconds"] for r in runs],
-            "files": best["files"],
-            "bytes": best["bytes"],
-            "peak_rss": max(r["peak_rss"] for r in runs),
-            "rss_over_data": max(r["peak_rss"] - r["rss_before"] for r in runs),
+            "seconds": statistics.median(r["seconds"] for r in done),
+            "all_seconds": [r["seconds"] for r in done],
+            "cpu_seconds": statistics.median(r["cpu"] for r in done),
+            "files": done[0]["files"],
+            "bytes": done[0]["bytes"],
+            "peak_rss": max(r["peak_rss"] for r in done),
+            "rss_over_data": max(r["peak_rss"] - r["rss_before"] for r in done),
         }
 
     print(
         f"write {args.rows:,} rows in {args.chunks} {args.input} chunks, partition_on category "
-        f"({args.partitions} values), median of {args.repeat}"
+        f"({args.partitions} values), median of {args.repeat}; cpu = user + system seconds"
     )
-    print(f"{'writer':<10} {'time':>8} {'files':>6} {'MiB':>8} {'peak RSS':>10} {'over data':>10}")
+    print(
+        f"{'writer':<10} {'time':>8} {'cpu':>8} {'files':>6} {'MiB':>8} {'peak RSS':>10} "
+        f"{'over data':>10}"
+    )
     for writer, r in results.items():
         print(
-            f"{writer:<10} {r['seconds']:>7.2f}s {r['files']:>6} {r['bytes'] / 2**20:>8.1f} "
-            f"{r['peak_rss'] / 2**20:>8.0f}Mi {r['rss_over_data'] / 2**20:>8.0f}Mi"
+            f"{writer:<10} {r['seconds']:>7.2f}s {r['cpu_seconds']:>7.2f}s {r['files']:>6} "
+            f"{r['bytes'] / 2**20:>8.1f} {r['peak_rss'] / 2**20:>8.0f}Mi "
+            f"{r['rss_over_data'] / 2**20:>8.0f}Mi"
         )
     ratios: dict[str, float] = {}
     ours = results.get("ktk-arrow")
@@ -179,10 +191,12 @@ def main() -> None:
         if ours and peer in results:
             theirs = results[peer]
             ratios[f"time/{peer}"] = ours["seconds"] / theirs["seconds"]
+            ratios[f"cpu/{peer}"] = ours["cpu_seconds"] / theirs["cpu_seconds"]
             ratios[f"bytes/{peer}"] = ours["bytes"] / theirs["bytes"]
             ratios[f"rss_over_data/{peer}"] = ours["rss_over_data"] / theirs["rss_over_data"]
             print(
-                f"ktk-arrow/{peer}: time {ratios[f'time/{peer}']:.2f}x, bytes "
+                f"ktk-arrow/{peer}: time {ratios[f'time/{peer}']:.2f}x, cpu "
+                f"{ratios[f'cpu/{peer}']:.2f}x, bytes "
                 f"{ratios[f'bytes/{peer}']:.2f}x, memory over data "
                 f"{ratios[f'rss_over_data/{peer}']:.2f}x"
             )
