@@ -424,3 +424,18 @@ def test_object_stores_are_read_by_polars_natively(backend, scheme, request, mon
     # DuckDB needs its httpfs/azure extensions for object stores: it reads through our Arrow scan
     assert kduck.fallback_reason(ds) is not None
     _same(expected, ds.to_duckdb(duckdb.connect()).to_arrow_table())
+
+
+def test_count_rows_on_partition_columns_reads_no_file(tmp_path) -> None:
+    ka.write_dataset(_table(), str(tmp_path), UUID, partition_on=["p", "b"])
+    ds = ka.dataset(_CountingStore(str(tmp_path)), UUID)
+    full = ds.to_table()
+    _CountingFs.opened.clear()
+    for dnf in ([[("p", "==", "US/CA")]], [[("p", "==", None)], [("b", "==", True)]]):
+        expected = full.filter(ds.filter(dnf)._ktk_filter.expression).num_rows
+        assert ds.count_rows(filter=dnf) == expected > 0
+        assert ka.dataset(_CountingStore(str(tmp_path)), UUID, filter=dnf).count_rows() == expected
+    assert _CountingFs.opened == []
+    # a term on a data column needs the rows
+    assert ds.count_rows(filter=[[("p", "==", "DE"), ("x", ">", 20)]]) == 7
+    assert _CountingFs.opened != []

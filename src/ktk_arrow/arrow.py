@@ -292,15 +292,18 @@ class KartothekDataset(ds.FileSystemDataset):
         return pa.RecordBatchReader.from_batches(scanner.projected_schema, batches)
 
     def count_rows(self, filter: Any = None, **kwargs: Any) -> int:  # type: ignore[override]
-        """Rows matching ``filter``; without a filter the recorded row counts, no file read.
+        """Rows matching ``filter``; from the recorded row counts, no file read, when it can.
 
-        So a row count the metadata records wrongly is not noticed here:
-        ``to_table()`` and ``ktk check --deep`` notice it.
+        Without a filter, or with one on partition columns only (every row
+        of a planned file then matches), the answer is the sum of the row
+        counts the metadata records.  So a row count the metadata records
+        wrongly is not noticed here: ``to_table()`` and ``ktk check --deep``
+        notice it.
         """
-        if filter is None and self._ktk_filter.is_empty:
-            rows = [t.rows for t in self.tasks]
-            if all(r is not None for r in rows):
-                return sum(r for r in rows if r is not None)
+        narrowed = self._narrowed(filter)
+        rows = [t.rows for t in narrowed.tasks]
+        if all(r is not None for r in rows) and _partitions_only(narrowed):
+            return sum(r for r in rows if r is not None)
         scanner = self.scanner(filter=filter, **kwargs)
         with _reading(self):
             return scanner.count_rows()
@@ -671,6 +674,19 @@ class _FragmentCache:
 
     def __len__(self) -> int:
         return len(self._by_key)
+
+
+def _partitions_only(dataset_: KartothekDataset) -> bool:
+    """Whether every row of every planned file matches the dataset's filter.
+
+    True without a filter, and with one that names partition columns only and
+    that the predicate form expresses exactly (planning then kept exactly the
+    files whose partition values match).
+    """
+    if dataset_._ktk_filter.is_empty:
+        return True
+    pred, exact = native_predicate(dataset_)
+    return exact and predicates.columns(pred) <= set(dataset_.metadata.partition_keys)
 
 
 def native_predicate(dataset_: KartothekDataset) -> tuple[predicates.Predicate | None, bool]:
