@@ -193,6 +193,14 @@ def native_scan(dataset_: KartothekDataset, tasks: list[planning.FileTask] | Non
     file_schema = {n: empty.schema[n] for n in file_columns}
     paths = [prefix + dataset_.store.path(t.key) for t in tasks]
 
+    # files written by older writers may hold narrower integers or nanosecond
+    # timestamps than the dataset schema: read them as Arrow would, cast to it
+    cast = pl.ScanCastOptions(
+        integer_cast="upcast",
+        float_cast="upcast",
+        datetime_cast=["nanosecond-downcast", "convert-timezone"],
+    )
+
     def scan(files: list[str], **kwargs: Any) -> Any:
         return pl.scan_parquet(
             files,
@@ -200,6 +208,9 @@ def native_scan(dataset_: KartothekDataset, tasks: list[planning.FileTask] | Non
             glob=False,
             schema=file_schema,
             missing_columns="insert",
+            # plateau's files also hold the pandas index (__index_level_0__)
+            extra_columns="ignore",
+            cast_options=cast,
             storage_options=options,
             **kwargs,
         )
