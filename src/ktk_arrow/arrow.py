@@ -689,6 +689,18 @@ def _partitions_only(dataset_: KartothekDataset) -> bool:
     return exact and predicates.columns(pred) <= set(dataset_.metadata.partition_keys)
 
 
+def planned_paths(
+    dataset_: KartothekDataset, tasks: list[FileTask] | None = None, prefix: str = ""
+) -> list[str]:
+    """``prefix + store.path(key)`` of each task (default: the dataset's), for native readers.
+
+    The keys were checked when the metadata was parsed: only the root is joined.
+    """
+    root = dataset_.store.root
+    base = f"{prefix}{root}/" if root else prefix
+    return [base + t.key for t in (dataset_.tasks if tasks is None else tasks)]
+
+
 def native_predicate(dataset_: KartothekDataset) -> tuple[predicates.Predicate | None, bool]:
     """The dataset's own filter as a predicate, and whether it selects exactly its rows.
 

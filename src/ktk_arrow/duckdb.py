@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from ._optional import import_optional
-from .arrow import KartothekDataset, native_predicate
+from .arrow import KartothekDataset, native_predicate, planned_paths
 from .spec import predicates
 from .storage import LocalStore
 
@@ -46,8 +46,7 @@ def to_duckdb(dataset_: KartothekDataset, connection: Any = None) -> Any:
     schema = dataset_.schema
     if not dataset_.tasks:
         return con.from_arrow(schema.empty_table())
-    store = dataset_.store
-    paths = [store.path(t.key) for t in dataset_.tasks]
+    paths = planned_paths(dataset_)
     files = con.sql(
         f"SELECT * FROM read_parquet($files, filename='{_FILE_COLUMN}', hive_partitioning=false)",
         params={"files": paths},

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from . import planning
 from ._optional import import_optional
-from .arrow import KartothekDataset, dataset, native_predicate
+from .arrow import KartothekDataset, dataset, native_predicate, planned_paths
 from .errors import KtkError
 from .spec import predicates
 from .storage import (
@@ -108,7 +108,9 @@ def to_polars(dataset_: KartothekDataset) -> pl.LazyFrame:
             frame = frame.select(with_columns)
         if n_rows is not None:
             frame = frame.head(n_rows)
-        yield frame.collect()
+        # yielded whole anyway: the in-memory engine runs the concatenated scans
+        # ~15 % faster than the streaming one (docs/engines.md)
+        yield frame.collect(engine="in-memory")
 
     return register_io_source(
         source,
@@ -191,7 +193,7 @@ def native_scan(dataset_: KartothekDataset, tasks: list[planning.FileTask] | Non
     assert location is not None
     prefix, options = location
     file_schema = {n: empty.schema[n] for n in file_columns}
-    paths = [prefix + dataset_.store.path(t.key) for t in tasks]
+    paths = planned_paths(dataset_, tasks, prefix)
 
     # files written by older writers may hold narrower integers or nanosecond
     # timestamps than the dataset schema: read them as Arrow would, cast to it
