@@ -646,3 +646,20 @@ def test_row_changes_on_a_dataset_plateau_wrote(store):
         model_rows(got.astype({"p": "int64"})), model_rows(want), check_dtype=False
     )
     assert_index_exact(store)
+
+
+def test_row_changes_keep_the_index_exact_in_lazy_view_mode(store):
+    model = seeded(store)
+    commit_module.configure(store, UUID, view="lazy")  # index changes go to index segments
+    more = frame(range(1000, 1040))
+    ka.write_dataset(more, store, UUID, mode="append")
+    ka.delete_rows(store, UUID, [[("key", "in", [5, 1005])]])
+    ka.upsert(frame([1, 1001, 5000], v=-1), store, UUID, on="key")
+    assert commit_module.load(store, UUID).index_tail  # the index has segments
+    data = frame([1, 1001, 5000], v=-1)
+    want = pd.concat([model, more], ignore_index=True)
+    want = want[~want.key.isin([5, 1005, 1, 1001])]
+    want = pd.concat([want, data], ignore_index=True)
+    pd.testing.assert_frame_equal(rows_of(store), model_rows(want), check_dtype=False)
+    assert_index_exact(store)
+    assert_key_queries_agree(store, [1, 5, 1001, 1005, 5000, 7])
