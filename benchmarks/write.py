@@ -6,7 +6,10 @@ The data is ``--chunks`` chunks (Arrow tables, or DataFrames with
 string column.  Each writer runs in a fresh child process of its own, which
 builds the same data from the same seed, so its peak RSS is its own:
 ``peak`` is the child's maximum RSS, ``over data`` that minus the RSS it had
-with the data built, before writing.
+with the data built, before writing.  ``pyarrow`` is
+``pyarrow.dataset.write_dataset`` over the whole stream, ``pyarrow-chunks``
+``pyarrow.parquet.write_to_dataset`` called per chunk (a file per partition
+per chunk, as ktk-arrow writes).
 
     python benchmarks/write.py                # 10M rows in 10 chunks, 100 partitions
     python benchmarks/write.py --quick        # 1M rows
@@ -30,7 +33,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-WRITERS = ("ktk-arrow", "deltalake", "pyarrow")
+WRITERS = ("ktk-arrow", "deltalake", "pyarrow", "pyarrow-chunks")
 
 
 def make_chunks(rows: int, chunks: int, partitions: int, seed: int = 0) -> list[pa.Table]:
@@ -89,6 +92,12 @@ def _write(writer: str, chunks: list[Any], root: str) -> None:
             partitioning_flavor="hive",
             existing_data_behavior="overwrite_or_ignore",
         )
+    elif writer == "pyarrow-chunks":  # pyarrow's per-chunk writer: a file per partition per chunk
+        import pyarrow.parquet as pq
+
+        for chunk in chunks:
+            table = chunk if isinstance(chunk, pa.Table) else pa.Table.from_pandas(chunk)
+            pq.write_to_dataset(table, f"{root}/ds", partition_cols=["category"])
     else:
         raise ValueError(writer)
 
@@ -176,18 +185,18 @@ def main() -> None:
         f"({args.partitions} values), median of {args.repeat}; cpu = user + system seconds"
     )
     print(
-        f"{'writer':<10} {'time':>8} {'cpu':>8} {'files':>6} {'MiB':>8} {'peak RSS':>10} "
+        f"{'writer':<14} {'time':>8} {'cpu':>8} {'files':>6} {'MiB':>8} {'peak RSS':>10} "
         f"{'over data':>10}"
     )
     for writer, r in results.items():
         print(
-            f"{writer:<10} {r['seconds']:>7.2f}s {r['cpu_seconds']:>7.2f}s {r['files']:>6} "
+            f"{writer:<14} {r['seconds']:>7.2f}s {r['cpu_seconds']:>7.2f}s {r['files']:>6} "
             f"{r['bytes'] / 2**20:>8.1f} {r['peak_rss'] / 2**20:>8.0f}Mi "
             f"{r['rss_over_data'] / 2**20:>8.0f}Mi"
         )
     ratios: dict[str, float] = {}
     ours = results.get("ktk-arrow")
-    for peer in ("deltalake", "pyarrow"):
+    for peer in ("deltalake", "pyarrow", "pyarrow-chunks"):
         if ours and peer in results:
             theirs = results[peer]
             ratios[f"time/{peer}"] = ours["seconds"] / theirs["seconds"]
