@@ -93,10 +93,11 @@ def test_split_writes_the_files_the_group_by_split_wrote(
     data: tuple[list[pa.Table], list[str]], max_rows: int | None
 ) -> None:
     chunks, keys_ = data
+    options = {"partition_on": keys_, "max_rows_per_file": max_rows, "secondary_indices": ["v"]}
     with tempfile.TemporaryDirectory() as root:
-        ka.write_dataset(chunks, root, "new", partition_on=keys_, max_rows_per_file=max_rows)
+        ka.write_dataset(chunks, root, "new", **options)
         with mock.patch.object(write, "_split", _reference_split):
-            ka.write_dataset(chunks, root, "old", partition_on=keys_, max_rows_per_file=max_rows)
+            ka.write_dataset(chunks, root, "old", **options)
         new, old = _files_by_directory(root, "new"), _files_by_directory(root, "old")
         assert new == old
         for files in new.values():
@@ -109,6 +110,24 @@ def test_split_writes_the_files_the_group_by_split_wrote(
         assert got_new.equals(got_old)
         expected = pa.concat_tables(chunks)
         assert got_new.select(expected.column_names).to_pylist() == expected.to_pylist()
+        assert _index(root, "new") == _files_holding(root, "new", "v")
+
+
+def _index(root: str, uuid: str) -> dict[Any, set[str]]:
+    meta = ka.dataset(root, uuid).metadata
+    return {
+        v: set(labels) for v, labels in committer.read_index(resolve_store(root), meta, "v").items()
+    }
+
+
+def _files_holding(root: str, uuid: str, column: str) -> dict[Any, set[str]]:
+    """Each non-null value of ``column`` and the labels of the files holding it."""
+    out: dict[Any, set[str]] = {}
+    for label, entry in ka.dataset(root, uuid).metadata.files.items():
+        for value in pq.read_table(os.path.join(root, entry.key)).column(column).to_pylist():
+            if value is not None:
+                out.setdefault(value, set()).add(label)
+    return out
 
 
 def test_split_of_presorted_rows_slices_without_a_copy() -> None:
