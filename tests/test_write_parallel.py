@@ -115,9 +115,10 @@ def test_split_writes_the_files_the_group_by_split_wrote(
 
 def _index(root: str, uuid: str) -> dict[Any, set[str]]:
     meta = ka.dataset(root, uuid).metadata
-    return {
-        v: set(labels) for v, labels in committer.read_index(resolve_store(root), meta, "v").items()
-    }
+    if "v" not in meta.indices:  # a write whose indexed values are all null records none
+        return {}
+    index = committer.read_index(resolve_store(root), meta, "v")
+    return {v: set(labels) for v, labels in index.items()}
 
 
 def _files_holding(root: str, uuid: str, column: str) -> dict[Any, set[str]]:
