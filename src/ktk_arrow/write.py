@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -612,7 +612,7 @@ _CHUNKS_IN_FLIGHT = 2
 _DICTIONARY_SAMPLE = 8 * 1024
 
 #: which rows of a chunk go to a file: a contiguous slice, or row numbers in ascending order
-Rows = slice | pa.Array
+Rows: TypeAlias = slice | pa.Array
 
 
 @dataclass(frozen=True)
@@ -1034,7 +1034,7 @@ def _pieces(rows: Rows, size: int) -> Iterator[Rows]:
 
 
 def _row_count(rows: Rows) -> int:
-    return (rows.stop - (rows.start or 0)) if isinstance(rows, slice) else len(rows)
+    return int(rows.stop - (rows.start or 0)) if isinstance(rows, slice) else len(rows)
 
 
 def _dictionary_columns(data: pa.Table) -> bool | list[str]:
