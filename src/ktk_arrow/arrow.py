@@ -243,6 +243,13 @@ class KartothekDataset(ds.FileSystemDataset):
             return _expression_or_true(planning.make_filter(user_filter, self.schema))
         return user_filter
 
+    def _nan_safe(self) -> tuple[pc.Expression | None, pc.Expression | None]:
+        """:func:`nan_safe_filter` of the dataset's own filter, worked out once."""
+        split = self.__dict__.get("_nan_split")
+        if split is None:
+            split = self.__dict__["_nan_split"] = nan_safe_filter(self._ktk_filter, self.schema)
+        return split
+
     def _row_filter(self, narrowed: KartothekDataset) -> Any:
         # a re-planned dataset carries no attached filter: give Arrow the combined one
         return None if narrowed is self else narrowed._ktk_filter.expression
@@ -256,6 +263,9 @@ class KartothekDataset(ds.FileSystemDataset):
         """
         kwargs.setdefault("fragment_scan_options", _scan_options(self.store))
         narrowed = self._narrowed(filter)
+        pushed, after = narrowed._nan_safe()
+        if after is not None:
+            return _scan_then_filter(narrowed, columns, pushed, after, kwargs)
         scanner = ds.FileSystemDataset.scanner(
             narrowed, columns=columns, filter=self._row_filter(narrowed), **kwargs
         )
@@ -392,14 +402,119 @@ def read_planned(
     For callers that planned already, such as the kartothek facades reading
     file by file; Arrow's errors are translated as in ``KartothekDataset.to_table``.
     """
-    scanner = ds.FileSystemDataset.scanner(
-        dataset_,
-        columns=columns,
-        filter=filter,
-        fragment_scan_options=_scan_options(dataset_.store),
-    )
+    options = {"fragment_scan_options": _scan_options(dataset_.store)}
+    pushed, after = (None, None) if filter is None else nan_safe_filter(filter, dataset_.schema)
+    if after is not None:
+        scanner = _scan_then_filter(dataset_, columns, pushed, after, options)
+    else:
+        scanner = ds.FileSystemDataset.scanner(dataset_, columns=columns, filter=filter, **options)
     with _reading(dataset_):
         return scanner.to_table()
+
+
+def nan_safe_filter(
+    row_filter: ScanFilter | pc.Expression, schema: pa.Schema
+) -> tuple[pc.Expression | None, pc.Expression | None]:
+    """``(pushed, after)``: the filter Arrow's scanner may prune with, and the rows' own.
+
+    Parquet statistics ignore NaN, so Arrow prunes the row groups holding NaN
+    wrongly for a filter that selects NaN rows of a float column (``x !=
+    1.0``, ``is_nan(x)``, kartothek's ``== None``; see
+    ``predicates.expression_selects_nan``).  For such a filter ``pushed`` is a
+    superset without those terms (``None``: no pushdown at all) and ``after``
+    the whole filter, applied to the scanned rows.  Any other filter is pushed
+    down whole: ``(filter, None)``.
+    """
+    if isinstance(row_filter, pc.Expression):
+        row_filter = ScanFilter(None, row_filter)
+    expr, pred = row_filter.expression, row_filter.predicate
+    if expr is None:
+        return None, None
+    if pred is not None and _is_own_expression(pred, expr):
+        if not any(predicates.selects_nan(t, schema) for c in pred.clauses for t in c):
+            return expr, None
+    elif not predicates.expression_selects_nan(expr, schema):
+        return expr, None
+    if pred is None:
+        pred, _exact = predicates.from_expression(expr, schema)
+    weaker = None if pred is None else predicates.without_nan_terms(pred, schema)
+    pushed = None if weaker is None else predicates.expression_for(weaker, schema)
+    return pushed, expr
+
+
+def _is_own_expression(pred: predicates.Predicate, expr: pc.Expression) -> bool:
+    """Is ``expr`` the expression of ``pred`` (a kartothek filter, not a user's expression)?"""
+    own = predicates.to_expression(pred)
+    return own is not None and own.equals(expr)
+
+
+def _scan_then_filter(
+    dataset_: KartothekDataset,
+    columns: Any,
+    pushed: pc.Expression | None,
+    after: pc.Expression,
+    options: dict[str, Any],
+) -> ds.Scanner:
+    """A scanner of ``dataset_``'s files that prunes by ``pushed`` and keeps the rows of ``after``.
+
+    An Acero plan: a scan node pushing ``pushed`` into the parquet reader (row
+    groups and pages it rules out are skipped), a filter node applying
+    ``after`` to every batch, then the projection; batches stream in file
+    order.  The scanner reads once, like DuckDB's and Polars' use of it.
+    """
+    from pyarrow import acero
+
+    options = dict(options)
+    use_threads = bool(options.pop("use_threads", True))
+    fragments = dataset_._fragment_cache.fragments(dataset_.tasks)
+    plain = ds.FileSystemDataset(fragments, dataset_.schema, dataset_.format, dataset_.filesystem)
+    # Arrow's own checks of the columns and the filters (and its errors), no I/O
+    ds.Scanner.from_dataset(plain, columns=columns, filter=after, **options)
+    if columns is None:
+        names = list(dataset_.schema.names)
+        exprs = [pc.field(n) for n in names]
+    elif isinstance(columns, dict):
+        names, exprs = list(columns), list(columns.values())
+    else:
+        names = list(columns)
+        exprs = [pc.field(n) for n in names]
+    read = _columns_read([after, *exprs], dataset_.schema)
+    scan = acero.ScanNodeOptions(
+        plain,
+        columns=read,
+        filter=pc.scalar(True) if pushed is None else pushed,
+        require_sequenced_output=True,
+        implicit_ordering=True,
+        **options,
+    )
+    plan = acero.Declaration.from_sequence(
+        [
+            acero.Declaration("scan", scan),
+            acero.Declaration("filter", acero.FilterNodeOptions(after)),
+            acero.Declaration("project", acero.ProjectNodeOptions(exprs, names)),
+        ]
+    )
+    if isinstance(dataset_.filesystem, pafs.PyFileSystem):
+        # as in ``scanner``: a reader would deadlock on a Python filesystem
+        with _reading(dataset_):
+            table = plan.to_table(use_threads=use_threads)
+        batch_size = options.get("batch_size")
+        return ds.InMemoryDataset(table).scanner(
+            **({} if batch_size is None else {"batch_size": batch_size})
+        )
+    reader = plan.to_reader(use_threads=use_threads)
+    return ds.Scanner.from_batches(reader)
+
+
+def _columns_read(exprs: list[pc.Expression], schema: pa.Schema) -> list[str] | None:
+    """The dataset columns ``exprs`` read, in schema order (``None``: all of them)."""
+    wanted: set[str] = set()
+    for expr in exprs:
+        names = predicates.expression_columns(expr)
+        if names is None:
+            return None
+        wanted |= names
+    return [n for n in schema.names if n in wanted]
 
 
 # -- damaged storage ----------------------------------------------------------

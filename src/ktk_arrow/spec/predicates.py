@@ -1792,3 +1792,157 @@ def from_expression(expr: pc.Expression, schema: pa.Schema) -> tuple[Predicate |
     if any(len(c) == 0 for c in side.dnf):
         return None, side.error.exact
     return Predicate(tuple(side.dnf)), side.error.exact
+
+
+# --------------------------------------------------------------------------
+# NaN and Arrow's pruning by parquet statistics
+# --------------------------------------------------------------------------
+#
+# Parquet statistics ignore NaN: a row group holding NaN and 1.0 records
+# min = max = 1.0 and no null.  Arrow's scanner (and DuckDB) turn those into a
+# guarantee (``x == 1.0``, ``x`` not null) and drop the row groups where the
+# filter simplifies to false under it, so a filter that selects NaN rows can
+# lose them: ``x != 1.0``, ``is_nan(x)``, ``is_null(x, nan_is_null=True)``.
+# A filter that never selects a NaN row of the columns it reads on floats is
+# pruned soundly (the guarantee holds for every other row).
+
+#: comparisons that are false when an operand is NaN (``not_equal`` is true)
+_FALSE_AT_NAN = frozenset({"equal", "less", "less_equal", "greater", "greater_equal"})
+_AND_OR = frozenset({"and", "and_kleene", "or", "or_kleene"})
+
+
+def selects_nan(term: Term, schema: pa.Schema | None = None) -> bool:
+    """Does ``term`` select the NaN rows of a float column (which statistics do not see)?
+
+    NaN is a null here, so these are the terms that select null rows:
+    ``== None``, ``!= v``, ``in [..., None]``, ``not in [...]`` without None.
+    """
+    type_ = term.type
+    if schema is not None and term.column in schema.names:
+        type_ = schema.field(term.column).type
+    return _is_floating(type_) and _matches_null(term)
+
+
+def without_nan_terms(pred: Predicate, schema: pa.Schema | None = None) -> Predicate | None:
+    """``pred`` with the terms that select NaN on float columns made true (a superset).
+
+    What Arrow may prune row groups with; the dropped terms are applied to the
+    rows after the scan.  ``None``: some clause is left without terms (every row).
+    """
+    clauses = []
+    for clause in pred.clauses:
+        kept = tuple(t for t in clause if not selects_nan(t, schema))
+        if not kept:
+            return None
+        clauses.append(kept)
+    return Predicate(tuple(clauses))
+
+
+def expression_selects_nan(expr: pc.Expression, schema: pa.Schema) -> bool:
+    """May ``expr`` select a row because a float column holds NaN there?
+
+    Then Arrow's pruning by statistics may drop such rows.  Sound filters:
+    AND/OR of comparisons (other than ``!=``) and ``is_in`` without NaN on
+    float columns, ``is_null``/``is_valid`` without ``nan_is_null`` anywhere,
+    and anything on other columns; under a NOT, ``!=``, ``is_nan``, ``is_null``
+    with ``nan_is_null`` and ``is_in`` with NaN are sound.  Any other use of a
+    float column (other functions, an undecodable expression on a schema with
+    floats) counts as selecting NaN.
+    """
+    floats = {f.name for f in schema if _is_floating(f.type)}
+    if not floats:
+        return False
+    try:
+        root = _decode(expr)
+    except _UnsupportedExpression:
+        return True
+    todo: list[tuple[_Node, bool]] = [(root, True)]
+    while todo:
+        node, positive = todo.pop()
+        if not isinstance(node, _Call):
+            if isinstance(node, _FieldRef) and (node.name is None or node.name in floats):
+                return True  # a float (or unknown) column used as a boolean
+            continue
+        name, args = node.name, node.args
+        if name in _AND_OR:
+            todo.extend((arg, positive) for arg in args)
+        elif name in ("and_not", "and_not_kleene") and len(args) == 2:
+            todo.extend([(args[0], positive), (args[1], not positive)])
+        elif name == "invert" and len(args) == 1:
+            todo.append((args[0], not positive))
+        elif not _reads(node, floats):
+            continue
+        elif not _sound_atom(node, positive, floats):
+            return True
+    return False
+
+
+def _reads(node: _Node, names: set[str]) -> bool:
+    """Does ``node`` read one of ``names`` (or a column it cannot name)?"""
+    todo = [node]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, _FieldRef):
+            if item.name is None or item.name in names:
+                return True
+        elif isinstance(item, _Call):
+            todo.extend(item.args)
+    return False
+
+
+def _plain_operand(node: _Node, floats: set[str]) -> bool:
+    """A column, a literal, a cast of one, or an expression on no float column."""
+    while isinstance(node, _Call) and node.name == "cast" and len(node.args) == 1:
+        node = node.args[0]
+    return isinstance(node, (_FieldRef, _Literal)) or not _reads(node, floats)
+
+
+def _has_nan(value_set: Any) -> bool:
+    if value_set is None or not value_set.is_valid:
+        return True  # unknown set: assume the worst
+    values = value_set.values
+    return pa.types.is_floating(values.type) and bool(pc.any(pc.is_nan(values)).as_py())
+
+
+def _sound_atom(node: _Call, positive: bool, floats: set[str]) -> bool:
+    """Can Arrow's pruning of row groups holding NaN keep every row ``node`` selects?"""
+    name, args = node.name, node.args
+    if len(args) == 1 and not _plain_operand(args[0], floats):
+        return False
+    if name == "is_valid" and len(args) == 1:
+        return True  # null counts ignore NaN, rightly: NaN is valid
+    if name == "is_null" and len(args) == 1:
+        nan_is_null = _options_field(node.options, "nan_is_null")
+        return not positive or not (nan_is_null is not None and nan_is_null.as_py())
+    if positive:
+        if name in _FALSE_AT_NAN and len(args) == 2:
+            return all(_plain_operand(arg, floats) for arg in args)
+        if name == "is_in" and len(args) == 1:
+            return not _has_nan(_options_field(node.options, "value_set"))
+        return False
+    # under a NOT: sound where the call is true at NaN
+    if name in ("not_equal", "is_nan") and all(_plain_operand(a, floats) for a in args):
+        return True
+    if name == "is_in" and len(args) == 1:
+        value_set = _options_field(node.options, "value_set")
+        return value_set is not None and value_set.is_valid and _has_nan(value_set)
+    return False
+
+
+def expression_columns(expr: pc.Expression) -> set[str] | None:
+    """The columns ``expr`` reads (``None``: a nested reference, or undecodable)."""
+    try:
+        root = _decode(expr)
+    except _UnsupportedExpression:
+        return None
+    names: set[str] = set()
+    todo: list[_Node] = [root]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, _FieldRef):
+            if item.name is None:
+                return None
+            names.add(item.name)
+        elif isinstance(item, _Call):
+            todo.extend(item.args)
+    return names
