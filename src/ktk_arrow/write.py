@@ -2,8 +2,11 @@
 
 Input is streamed: each incoming table is split by partition values and
 written as one parquet file per partition (more when ``max_rows_per_file``
-says so).  Nothing is visible before the commit; if anything fails the
-files written so far are deleted again.
+says so).  The split is one stable sort of the rows by partition code on the
+calling thread; worker threads gather each file's rows and encode it, while
+the next table is pulled and split (:meth:`FileWriter.write_all`, at most
+two tables in flight).  Nothing is visible before the commit; if anything
+fails the files written so far are deleted again.
 
 A dataset whose ``auto_compact`` setting is on (:class:`AutoCompact`) is
 compacted after a write, in the partitions the write touched, as a commit of
