@@ -663,3 +663,20 @@ def test_row_changes_keep_the_index_exact_in_lazy_view_mode(store):
     pd.testing.assert_frame_equal(rows_of(store), model_rows(want), check_dtype=False)
     assert_index_exact(store)
     assert_key_queries_agree(store, [1, 5, 1001, 1005, 5000, 7])
+
+
+def test_upsert_reads_only_the_files_the_index_names(store, monkeypatch):
+    seeded(store, appends=2)  # 12 files; key 1001 is in one of them
+    opened = []
+    real = pq.ParquetFile
+
+    def spy(source, *args, **kwargs):
+        opened.append(getattr(source, "path", source))
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "ParquetFile", spy)
+    snap = ka.upsert(frame([1001, 7777], v=-1), store, UUID, on="key")
+    monkeypatch.undo()
+    holder = ka.dataset(store, UUID, version=2, filter=[[("key", "==", 1001)]]).tasks
+    assert len(opened) == 1 and len(holder) == 1
+    assert (snap.files_removed, snap.rows_removed, snap.rows_added) == (1, 1, 2)
