@@ -314,6 +314,13 @@ class KartothekDataset(ds.FileSystemDataset):
         rows = [t.rows for t in narrowed.tasks]
         if all(r is not None for r in rows) and _partitions_only(narrowed):
             return sum(r for r in rows if r is not None)
+        if _reads_floats(narrowed._ktk_filter.expression, self.schema):
+            # Arrow counts a row group from its statistics when the filter holds
+            # over their whole range, but NaN lies outside every range: count
+            # the rows the scan keeps
+            scanner = self.scanner(columns=[], filter=filter, **kwargs)
+            with _reading(self):
+                return sum(batch.num_rows for batch in scanner.to_batches())
         scanner = self.scanner(filter=filter, **kwargs)
         with _reading(self):
             return scanner.count_rows()
@@ -504,6 +511,17 @@ def _scan_then_filter(
         )
     reader = plan.to_reader(use_threads=use_threads)
     return ds.Scanner.from_batches(reader)
+
+
+def _reads_floats(expr: pc.Expression | None, schema: pa.Schema) -> bool:
+    """Does ``expr`` read a floating-point column (or columns it cannot name)?"""
+    if expr is None:
+        return False
+    floats = {f.name for f in schema if pa.types.is_floating(plain_type(f.type))}
+    if not floats:
+        return False
+    names = predicates.expression_columns(expr)
+    return names is None or bool(names & floats)
 
 
 def _columns_read(exprs: list[pc.Expression], schema: pa.Schema) -> list[str] | None:
