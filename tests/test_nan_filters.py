@@ -502,3 +502,23 @@ def test_split_of_filters() -> None:
     pushed, after = split((pc.field("i") > 3) & (pc.field("f") != 1.0))
     assert after is not None and pushed is not None
     assert predicates.expression_columns(pushed) == {"i"}
+
+
+def test_facades(tmp_path: Path) -> None:
+    from ktk_arrow.io import iter as ktk_iter
+
+    rows = _nan_dataset(tmp_path)
+    for dnf in ([[("f", "!=", 1.0)]], [[("f", "==", None)]], [[("f", "not in", [1.0, 2.0])]]):
+        expected = _dnf_oracle(rows, dnf)
+        frame = eager.read_table(UUID, str(tmp_path), predicates=dnf, columns=["i"])
+        assert sorted(frame["i"]) == expected
+        frames = eager.read_dataset_as_dataframes(UUID, str(tmp_path), predicates=dnf)
+        assert sorted(i for df in frames for i in df["i"]) == expected
+        frames = ktk_iter.read_dataset_as_dataframes__iterator(UUID, str(tmp_path), predicates=dnf)
+        assert sorted(i for df in frames for i in df["i"]) == expected
+        ddf = dask_dataframe.read_dataset_as_ddf(UUID, str(tmp_path), predicates=dnf)
+        assert sorted(ddf.compute(scheduler="sync")["i"]) == expected
+        ddf = dask_dataframe.read_dataset_as_ddf(
+            UUID, str(tmp_path), predicates=dnf, columns=["i"], dispatch_by=["p"]
+        )
+        assert sorted(ddf.compute(scheduler="sync")["i"]) == expected
