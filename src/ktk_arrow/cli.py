@@ -1142,8 +1142,8 @@ def cmd_delete_rows(args: argparse.Namespace) -> int:
     else:
         print(
             f"deleted {_plural(snap.rows_removed, 'row')} of {args.uuid!r}: "
-            f"{snap.files_removed} files dropped, {snap.files_added} rewritten; "
-            f"version {snap.version}"
+            f"{_plural(snap.files_removed, 'file')} rewritten or dropped, "
+            f"{_plural(snap.files_added, 'file')} written; version {snap.version}"
         )
     return 0
 
@@ -1174,8 +1174,8 @@ def cmd_upsert(args: argparse.Namespace) -> int:
         print(
             f"upserted {_plural(snap.rows_added or 0, 'row')} into {args.uuid!r}: "
             f"{replaced} replaced, {(snap.rows_added or 0) - replaced} new; "
-            f"{snap.files_removed} files rewritten, {snap.files_added} written; "
-            f"version {snap.version}"
+            f"{_plural(snap.files_removed, 'file')} rewritten, "
+            f"{_plural(snap.files_added, 'file')} written; version {snap.version}"
         )
     return 0
 
@@ -1589,7 +1589,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_delete_rows)
 
     p = dataset_command(
-        "upsert", "insert rows from a parquet file, replacing rows with the same key", as_json
+        "upsert", "insert rows from a parquet file; rows with the same key are replaced", as_json
     )
     p.add_argument("file", metavar="FILE", help="a parquet file with the dataset's columns")
     p.add_argument("--on", required=True, metavar="COL[,COL]", help="the key column(s)")
