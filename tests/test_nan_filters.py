@@ -522,3 +522,25 @@ def test_facades(tmp_path: Path) -> None:
             UUID, str(tmp_path), predicates=dnf, columns=["i"], dispatch_by=["p"]
         )
         assert sorted(ddf.compute(scheduler="sync")["i"]) == expected
+
+
+def test_fragment_index_and_damaged_files(tmp_path: Path) -> None:
+    """What the Dask parts ask for (``__fragment_index``), and errors naming the file."""
+    rows = [NAN, 1.0, None, 1.0, NAN, 1.0, 2.0, NAN]
+    _write(tmp_path, _table(rows, pa.float64()), 2, max_rows_per_file=2)
+    ds = ka.dataset(str(tmp_path), UUID)
+    expr = pc.field("f") != 1.0
+    table = arrow.read_planned(ds, columns=["i", "__fragment_index"], filter=expr)
+    assert table.to_pydict() == {"i": [0, 4, 6, 7], "__fragment_index": [0, 2, 3, 3]}
+    with pytest.raises(ka.InvalidArgumentError, match="__fragment_index"):
+        ds.scanner(columns=["i", "__fragment_index"], filter=expr)
+    missing = ds.tasks[2].key
+    (tmp_path / missing).unlink()
+    for read in (
+        lambda: ds.to_table(filter=expr),
+        lambda: list(ds.to_batches(filter=expr)),
+        lambda: ds.count_rows(filter=expr),
+        lambda: eager.read_table(UUID, str(tmp_path), predicates=[[("f", "!=", 1.0)]]),
+    ):
+        with pytest.raises(ka.StoreError, match=missing):
+            read()

@@ -29,7 +29,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from . import commit, planning
-from .errors import CorruptMetadataError, KtkError, StoreError
+from .errors import CorruptMetadataError, InvalidArgumentError, KtkError, StoreError
 from .planning import FileTask, ScanFilter
 from .spec import keys, predicates
 from .spec.metadata import DatasetMetadata
@@ -261,11 +261,16 @@ class KartothekDataset(ds.FileSystemDataset):
         dataset's ``to_table``, ``to_batches``, ``to_reader``, ``count_rows``,
         ``head`` and ``take`` translate them (see ``docs/errors.md``).
         """
+        scan = self._scan(columns, filter, kwargs)
+        return scan.as_scanner() if isinstance(scan, _FilteredScan) else scan
+
+    def _scan(self, columns: Any, filter: Any, kwargs: dict[str, Any]) -> Any:
+        """A ``ds.Scanner``, or a :class:`_FilteredScan` for a filter that selects NaN."""
         kwargs.setdefault("fragment_scan_options", _scan_options(self.store))
         narrowed = self._narrowed(filter)
         pushed, after = narrowed._nan_safe()
         if after is not None:
-            return _scan_then_filter(narrowed, columns, pushed, after, kwargs)
+            return _FilteredScan(narrowed, columns, pushed, after, kwargs)
         scanner = ds.FileSystemDataset.scanner(
             narrowed, columns=columns, filter=self._row_filter(narrowed), **kwargs
         )
@@ -281,7 +286,7 @@ class KartothekDataset(ds.FileSystemDataset):
         return scanner
 
     def to_table(self, columns: Any = None, filter: Any = None, **kwargs: Any) -> pa.Table:  # type: ignore[override]
-        scanner = self.scanner(columns=columns, filter=filter, **kwargs)
+        scanner = self._scan(columns, filter, kwargs)
         with _reading(self):
             table = scanner.to_table()
         if filter is None and self._ktk_filter.is_empty:
@@ -291,7 +296,7 @@ class KartothekDataset(ds.FileSystemDataset):
     def to_batches(
         self, columns: Any = None, filter: Any = None, **kwargs: Any
     ) -> Iterator[pa.RecordBatch]:  # type: ignore[override]
-        scanner = self.scanner(columns=columns, filter=filter, **kwargs)
+        scanner = self._scan(columns, filter, kwargs)
         return _translated(self, scanner.to_batches())
 
     def to_reader(
@@ -318,24 +323,24 @@ class KartothekDataset(ds.FileSystemDataset):
             # Arrow counts a row group from its statistics when the filter holds
             # over their whole range, but NaN lies outside every range: count
             # the rows the scan keeps
-            scanner = self.scanner(columns=[], filter=filter, **kwargs)
+            scanner = self._scan([], filter, kwargs)
             with _reading(self):
                 return sum(batch.num_rows for batch in scanner.to_batches())
-        scanner = self.scanner(filter=filter, **kwargs)
+        scanner = self._scan(None, filter, kwargs)
         with _reading(self):
             return scanner.count_rows()
 
     def head(
         self, num_rows: int, columns: Any = None, filter: Any = None, **kwargs: Any
     ) -> pa.Table:  # type: ignore[override]
-        scanner = self.scanner(columns=columns, filter=filter, **kwargs)
+        scanner = self._scan(columns, filter, kwargs)
         with _reading(self):
             return scanner.head(num_rows)
 
     def take(
         self, indices: Any, columns: Any = None, filter: Any = None, **kwargs: Any
     ) -> pa.Table:  # type: ignore[override]
-        scanner = self.scanner(columns=columns, filter=filter, **kwargs)
+        scanner = self._scan(columns, filter, kwargs)
         with _reading(self):
             return scanner.take(indices)
 
@@ -412,7 +417,7 @@ def read_planned(
     options = {"fragment_scan_options": _scan_options(dataset_.store)}
     pushed, after = (None, None) if filter is None else nan_safe_filter(filter, dataset_.schema)
     if after is not None:
-        scanner = _scan_then_filter(dataset_, columns, pushed, after, options)
+        scanner: Any = _FilteredScan(dataset_, columns, pushed, after, options)
     else:
         scanner = ds.FileSystemDataset.scanner(dataset_, columns=columns, filter=filter, **options)
     with _reading(dataset_):
@@ -455,62 +460,123 @@ def _is_own_expression(pred: predicates.Predicate, expr: pc.Expression) -> bool:
     return own is not None and own.equals(expr)
 
 
-def _scan_then_filter(
-    dataset_: KartothekDataset,
-    columns: Any,
-    pushed: pc.Expression | None,
-    after: pc.Expression,
-    options: dict[str, Any],
-) -> ds.Scanner:
-    """A scanner of ``dataset_``'s files that prunes by ``pushed`` and keeps the rows of ``after``.
+class _FilteredScan:
+    """A scan of a dataset's files that prunes by ``pushed`` and keeps the rows of ``after``.
 
     An Acero plan: a scan node pushing ``pushed`` into the parquet reader (row
     groups and pages it rules out are skipped), a filter node applying
     ``after`` to every batch, then the projection; batches stream in file
-    order.  The scanner reads once, like DuckDB's and Polars' use of it.
+    order.  It answers what the dataset's readers ask of a ``ds.Scanner``,
+    and runs again for every call.
     """
-    from pyarrow import acero
 
-    options = dict(options)
-    use_threads = bool(options.pop("use_threads", True))
-    fragments = dataset_._fragment_cache.fragments(dataset_.tasks)
-    plain = ds.FileSystemDataset(fragments, dataset_.schema, dataset_.format, dataset_.filesystem)
-    # Arrow's own checks of the columns and the filters (and its errors), no I/O
-    ds.Scanner.from_dataset(plain, columns=columns, filter=after, **options)
-    if columns is None:
-        names = list(dataset_.schema.names)
-        exprs = [pc.field(n) for n in names]
-    elif isinstance(columns, dict):
-        names, exprs = list(columns), list(columns.values())
-    else:
-        names = list(columns)
-        exprs = [pc.field(n) for n in names]
-    read = _columns_read([after, *exprs], dataset_.schema)
-    scan = acero.ScanNodeOptions(
-        plain,
-        columns=read,
-        filter=pc.scalar(True) if pushed is None else pushed,
-        require_sequenced_output=True,
-        implicit_ordering=True,
-        **options,
-    )
-    plan = acero.Declaration.from_sequence(
-        [
-            acero.Declaration("scan", scan),
-            acero.Declaration("filter", acero.FilterNodeOptions(after)),
-            acero.Declaration("project", acero.ProjectNodeOptions(exprs, names)),
-        ]
-    )
-    if isinstance(dataset_.filesystem, pafs.PyFileSystem):
-        # as in ``scanner``: a reader would deadlock on a Python filesystem
-        with _reading(dataset_):
-            table = plan.to_table(use_threads=use_threads)
-        batch_size = options.get("batch_size")
-        return ds.InMemoryDataset(table).scanner(
-            **({} if batch_size is None else {"batch_size": batch_size})
+    def __init__(
+        self,
+        dataset_: KartothekDataset,
+        columns: Any,
+        pushed: pc.Expression | None,
+        after: pc.Expression,
+        options: dict[str, Any],
+    ) -> None:
+        from pyarrow import acero
+
+        options = dict(options)
+        self._use_threads = bool(options.pop("use_threads", True))
+        self._batch_size = options.get("batch_size")
+        self._dataset = dataset_
+        fragments = dataset_._fragment_cache.fragments(dataset_.tasks)
+        plain = ds.FileSystemDataset(
+            fragments, dataset_.schema, dataset_.format, dataset_.filesystem
         )
-    reader = plan.to_reader(use_threads=use_threads)
-    return ds.Scanner.from_batches(reader)
+        # Arrow's own checks of the columns and the filter (and its errors), no I/O
+        checked = ds.Scanner.from_dataset(plain, columns=columns, filter=after, **options)
+        self.projected_schema = checked.projected_schema
+        if columns is None:
+            names = list(dataset_.schema.names)
+            exprs = [pc.field(n) for n in names]
+        elif isinstance(columns, dict):
+            names, exprs = list(columns), list(columns.values())
+        else:
+            names = list(columns)
+            exprs = [pc.field(n) for n in names]
+        self._names = names
+        scan = acero.ScanNodeOptions(
+            plain,
+            columns=_columns_read([after, *exprs], dataset_.schema),
+            filter=pc.scalar(True) if pushed is None else pushed,
+            require_sequenced_output=True,
+            implicit_ordering=True,
+            **options,
+        )
+        self._plan = acero.Declaration.from_sequence(
+            [
+                acero.Declaration("scan", scan),
+                acero.Declaration("filter", acero.FilterNodeOptions(after)),
+                acero.Declaration("project", acero.ProjectNodeOptions(exprs, names)),
+            ]
+        )
+
+    @property
+    def _python_filesystem(self) -> bool:
+        # as in ``KartothekDataset.scanner``: a reader would deadlock on a Python filesystem
+        return isinstance(self._dataset.filesystem, pafs.PyFileSystem)
+
+    def to_table(self) -> pa.Table:
+        return self._plan.to_table(use_threads=self._use_threads)
+
+    def to_reader(self) -> pa.RecordBatchReader:
+        if self._python_filesystem:
+            table = self.to_table()
+            return pa.RecordBatchReader.from_batches(table.schema, self._batches_of(table))
+        return self._plan.to_reader(use_threads=self._use_threads)
+
+    def to_batches(self) -> Iterator[pa.RecordBatch]:
+        reader = self.to_reader()
+        while True:
+            try:
+                yield reader.read_next_batch()
+            except StopIteration:
+                return
+
+    def _batches_of(self, table: pa.Table) -> list[pa.RecordBatch]:
+        return table.to_batches(max_chunksize=self._batch_size)
+
+    def count_rows(self) -> int:
+        return sum(batch.num_rows for batch in self.to_batches())
+
+    def head(self, num_rows: int) -> pa.Table:
+        batches, rows = [], 0
+        for batch in self.to_batches():
+            if rows >= num_rows:
+                break
+            batches.append(batch.slice(0, num_rows - rows))
+            rows += batches[-1].num_rows
+        return pa.Table.from_batches(batches, schema=self.projected_schema)
+
+    def take(self, indices: Any) -> pa.Table:
+        return self.to_table().take(indices)
+
+    def as_scanner(self) -> ds.Scanner:
+        """A one-shot ``ds.Scanner`` over this scan's batches (what DuckDB asks for)."""
+        special = [n for n in self._names if n in _SPECIAL_FIELDS]
+        if special:
+            raise InvalidArgumentError(
+                f"scanner(columns=...) cannot give {special} with a filter that selects NaN "
+                f"rows of a float column; read them with to_table() or to_batches()"
+            )
+        if self._python_filesystem:
+            with _reading(self._dataset):
+                table = self.to_table()
+            return ds.InMemoryDataset(table).scanner(
+                **({} if self._batch_size is None else {"batch_size": self._batch_size})
+            )
+        return ds.Scanner.from_batches(self.to_reader())
+
+
+#: the fields Arrow's scanner adds to every dataset
+_SPECIAL_FIELDS = frozenset(
+    {"__fragment_index", "__batch_index", "__last_in_fragment", "__filename"}
+)
 
 
 def _reads_floats(expr: pc.Expression | None, schema: pa.Schema) -> bool:
