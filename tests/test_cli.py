@@ -660,3 +660,41 @@ def test_errors_as_a_process(tmp_path):
     assert result.stdout == ""
     assert result.stderr.startswith("ktk: error: dataset 'nope' does not exist")
     assert "Traceback" not in result.stderr
+
+
+# -- changes ------------------------------------------------------------------------------
+
+
+def test_changes_lists_the_rows_of_a_version_range(store, capsys):
+    customer = ka.dataset(store, UUID).to_table(columns=["customer"])["customer"][0].as_py()
+    removed = ka.dataset(store, UUID, filter=[[("customer", "==", customer)]]).count_rows()
+    ka.delete_rows(store, UUID, [[("customer", "==", customer)]])
+    rows = run_json(capsys, "changes", store, UUID, "--from", "2", "--format", "json")
+    assert len(rows) == removed > 0
+    assert {(r["_change_type"], r["_commit_version"], r["customer"]) for r in rows} == {
+        ("delete", 2, customer)
+    }
+    # version 1 appended 30 rows; --to bounds the range, --columns projects
+    rows = run_json(
+        capsys,
+        "changes",
+        store,
+        UUID,
+        "--from",
+        "1",
+        "--to",
+        "1",
+        "--format",
+        "json",
+        "--columns",
+        "customer",
+    )
+    assert len(rows) == 30
+    assert set(rows[0]) == {"customer", "_change_type", "_commit_version", "_commit_timestamp"}
+    assert {r["_change_type"] for r in rows} == {"insert"}
+
+
+def test_changes_names_the_versions_available(store, capsys):
+    code, out, err = run(capsys, "changes", store, UUID, "--from", "7")
+    assert code == 2 and out == ""
+    assert "start_version 7" in err and "versions 0..1" in err

@@ -27,6 +27,7 @@ EXPECTED = {
     "UnsupportedStoreError",
     "VacuumResult",
     "build_index",
+    "changes",
     "compact",
     "dataset",
     "delete_dataset",

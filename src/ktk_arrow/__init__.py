@@ -1,8 +1,8 @@
 """ktk-arrow: kartothek datasets on object stores, served as Arrow datasets.
 
 The public surface is this module; everything else is private and may change.
-(``ka.compact`` is the maintenance function; the module of the same name is
-internal and reachable as ``sys.modules["ktk_arrow.compact"]``.)
+(``ka.compact`` and ``ka.changes`` are functions; the modules of the same names
+are internal and reachable as ``sys.modules["ktk_arrow.compact"]`` and so on.)
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ _LAZY = {
     "write_dataset": "write",
     "delete_rows": "rows",
     "upsert": "rows",
+    "changes": "changes",
     "AutoCompact": "write",
     **dict.fromkeys(
         [
@@ -118,6 +119,7 @@ __all__ = [
     "UnsupportedStoreError",
     "VacuumResult",
     "build_index",
+    "changes",
     "compact",
     "dataset",
     "delete_dataset",

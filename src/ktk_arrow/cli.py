@@ -1,6 +1,7 @@
 """The ``ktk`` command: inspect, query and maintain kartothek datasets from a shell.
 
-``ktk info|ls|schema|history|query|check|gc|expire|compact|index|delete-rows|upsert|demo``.
+``ktk info|ls|schema|history|query|changes|check|gc|expire|compact|index|delete-rows|upsert|
+view|demo``.
 People get aligned tables and, on a terminal, progress bars on stderr; scripts pass
 ``--json`` (or ``query --format json|csv``) and parse stdout.  Every
 :class:`~ktk_arrow.errors.KtkError` ends as ``ktk: error: <message>`` on
@@ -1180,6 +1181,31 @@ def cmd_upsert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_changes(args: argparse.Namespace) -> int:
+    """The rows inserted and deleted by the commits ``--from`` .. ``--to`` (both included)."""
+    from .changes import changes
+
+    if args.limit is not None and args.limit < 0:
+        raise InvalidArgumentError(f"--limit must not be negative, got {args.limit}")
+    store = _store(args)
+    if args.columns is None:
+        columns = None
+    else:
+        columns = [c.strip() for c in args.columns.split(",") if c.strip()]
+        if not columns:
+            raise InvalidArgumentError(f"--columns names no column: {args.columns!r}")
+    with Progress("changes"):
+        table = changes(store, args.uuid, args.start, args.end, columns=columns)
+    limit = args.limit
+    if limit is None and args.format == "table":
+        limit = TABLE_DEFAULT_LIMIT
+    more = limit is not None and table.num_rows > limit
+    if limit is not None:
+        table = table.slice(0, limit)
+    _write_result(table, args.format, more, args.limit is None)
+    return 0
+
+
 def cmd_view(args: argparse.Namespace) -> int:
     """``ktk view refresh`` writes the view plateau reads; ``ktk view mode`` sets how often."""
     from . import commit
@@ -1531,6 +1557,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sql", help="DuckDB SQL over the dataset, which is called ds")
     time_travel(p)
     p.set_defaults(func=cmd_query)
+
+    p = dataset_command(
+        "changes", "rows inserted and deleted by a range of commits (a change feed)"
+    )
+    p.add_argument(
+        "--from", dest="start", type=int, required=True, metavar="VERSION", help="first commit"
+    )
+    p.add_argument(
+        "--to", dest="end", type=int, metavar="VERSION", help="last commit (default: newest)"
+    )
+    p.add_argument("--columns", help="comma-separated columns to show (the change columns too)")
+    p.add_argument(
+        "--limit", type=int, help=f"at most N rows (default for tables: {TABLE_DEFAULT_LIMIT})"
+    )
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(func=cmd_changes)
 
     p = dataset_command("check", "verify that metadata and stored files agree", as_json)
     p.add_argument("--deep", action="store_true", help="also read every data file's parquet footer")
