@@ -702,9 +702,11 @@ class FileWriter:
                     pool = ThreadPoolExecutor(max_workers=_WRITE_THREADS)
                 pending.append([(job, pool.submit(self._encode, job)) for job in jobs])
                 while len(pending) >= _CHUNKS_IN_FLIGHT:
-                    self._collect(pending.popleft())
+                    self._collect(pending[0])  # popped once collected: a failure cancels the rest
+                    pending.popleft()
             while pending:
-                self._collect(pending.popleft())
+                self._collect(pending[0])
+                pending.popleft()
         finally:
             for chunk in pending:
                 for _, future in chunk:
