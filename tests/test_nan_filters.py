@@ -36,9 +36,7 @@ from ktk_arrow.spec import predicates
 NAN = float("nan")
 UUID = "nans"
 FLOATS = (pa.float32(), pa.float64())
-SETTINGS = settings(
-    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # -- data and oracles -----------------------------------------------------------
@@ -221,7 +219,9 @@ def test_arrow_alone_prunes_nan_rows(tmp_path: Path) -> None:
         ([[("f", "==", 1.0)]], [1, 4]),
     ],
 )
-def test_dnf_finds_nan_rows(tmp_path: Path, type_: pa.DataType, dnf: Any, expected: list[int]) -> None:
+def test_dnf_finds_nan_rows(
+    tmp_path: Path, type_: pa.DataType, dnf: Any, expected: list[int]
+) -> None:
     # row groups: [NaN, 1.0] (min = max = 1.0, no null), [NaN] alone, [NaN, 1.0], [2.0]
     _write(tmp_path, _table([NAN, 1.0, NAN, NAN, 1.0, 2.0], type_), 2)
     rows = [NAN, 1.0, NAN, NAN, 1.0, 2.0]
@@ -386,7 +386,9 @@ def _file_of(ds: arrow.KartothekDataset, row: int) -> str:
 def test_memory_store(memory_url_and_options: tuple[str, dict[str, Any]]) -> None:
     url, options = memory_url_and_options
     rows = [NAN, 1.0, None, 1.0, NAN, 1.0]
-    ka.write_dataset(_table(rows, pa.float32()), url, UUID, row_group_size=2, storage_options=options)
+    ka.write_dataset(
+        _table(rows, pa.float32()), url, UUID, row_group_size=2, storage_options=options
+    )
     ds = ka.dataset(url, UUID, storage_options=options)
     assert _ids(ds.to_table(filter=[[("f", "!=", 1.0)]])) == [0, 2, 4]
     assert _ids(ds.to_table(filter=pc.is_nan(pc.field("f")))) == [0, 4]
@@ -407,7 +409,12 @@ def test_native_engines(tmp_path: Path) -> None:
     ds = ka.dataset(str(tmp_path), UUID)
     con = duckdb.connect()
     con.register("t", ds)
-    assert sorted(r[0] for r in con.sql("select i from t where f <> 1.0").fetchall()) == [0, 4, 6, 7]
+    assert sorted(r[0] for r in con.sql("select i from t where f <> 1.0").fetchall()) == [
+        0,
+        4,
+        6,
+        7,
+    ]
     assert sorted(r[0] for r in con.sql("select i from t where isnan(f)").fetchall()) == [0, 4, 7]
     import polars as pl
 

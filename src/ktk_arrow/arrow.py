@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -438,7 +439,9 @@ def nan_safe_filter(
     down whole: ``(filter, None)``.
     """
     if isinstance(row_filter, pc.Expression):
-        row_filter = ScanFilter(None, row_filter)
+        # the facades pass each file's read the same expression: worked out once
+        rebuild, (serialized,) = row_filter.__reduce__()
+        return _nan_safe_expression(rebuild, serialized.to_pybytes(), schema)
     expr, pred = row_filter.expression, row_filter.predicate
     if expr is None:
         return None, None
@@ -452,6 +455,14 @@ def nan_safe_filter(
     weaker = None if pred is None else predicates.without_nan_terms(pred, schema)
     pushed = None if weaker is None else predicates.expression_for(weaker, schema)
     return pushed, expr
+
+
+@functools.lru_cache(maxsize=64)
+def _nan_safe_expression(
+    rebuild: Any, serialized: bytes, schema: pa.Schema
+) -> tuple[pc.Expression | None, pc.Expression | None]:
+    expr = rebuild(pa.py_buffer(serialized))
+    return nan_safe_filter(ScanFilter(None, expr), schema)
 
 
 def _is_own_expression(pred: predicates.Predicate, expr: pc.Expression) -> bool:

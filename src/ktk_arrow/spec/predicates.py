@@ -9,7 +9,10 @@ consumer is then a small function over that form:
 * :func:`to_expression` / :func:`filter_table` -- row-level filtering by Arrow;
 * :func:`evaluate` -- pruning by partition values;
 * :func:`prune_by_index` -- pruning by a kartothek secondary index;
-* :func:`minmax_may_match` -- pruning by per-file min/max statistics.
+* :func:`minmax_may_match` -- pruning by per-file min/max statistics;
+* :func:`selects_nan` / :func:`without_nan_terms` / :func:`expression_selects_nan`
+  -- which filters Arrow's row-group pruning gets wrong (parquet statistics
+  ignore NaN), and the superset it may prune with instead.
 
 Semantics (those of plateau 4.x ``filter_df_from_predicates``; plateau reads
 through pandas, where NaN and null are the same thing):
@@ -81,12 +84,16 @@ __all__ = [
     "Term",
     "columns",
     "evaluate",
+    "expression_columns",
+    "expression_selects_nan",
     "filter_table",
     "from_expression",
     "minmax_may_match",
     "parse_dnf",
     "prune_by_index",
+    "selects_nan",
     "to_expression",
+    "without_nan_terms",
 ]
 
 #: The kartothek operators.  ``is distinct from`` means the same as ``!=``
