@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,8 +34,9 @@ from .arrow import plain_type
 from .commit import Change, Snapshot
 from .errors import CorruptMetadataError, InvalidArgumentError, StoreError
 from .planning import FileTask, ScanFilter
+from .spec import index as spec_index
 from .spec import keys, predicates
-from .spec.metadata import DatasetMetadata
+from .spec.metadata import DatasetMetadata, FileEntry
 from .spec.schema import conform
 from .storage import Store, StoreLike, resolve_store
 from .write import FileWriter, PreparedWrite, iter_tables, prepare_write
@@ -66,52 +67,34 @@ def delete_rows(
     the current version, with zero counts.
     """
     resolved = resolve_store(store, storage_options)
-    if filter is None or (isinstance(filter, (list, tuple)) and not filter):
-        if not all_rows:
-            raise InvalidArgumentError(
-                f"delete_rows on dataset {dataset_uuid!r} got filter={filter!r}, which would "
-                "delete every row; pass a filter, or all_rows=True to delete every row"
-            )
-    elif all_rows:
-        raise InvalidArgumentError(
-            f"delete_rows got both filter={filter!r} and all_rows=True; pass one of them"
-        )
+    check_delete_args(dataset_uuid, filter, all_rows)
     prepared = prepare_write(resolved, dataset_uuid, mode="append")
-    base = _existing(prepared, dataset_uuid)
-    scan_filter = (
-        planning.NO_FILTER if filter is None else planning.make_filter(filter, _schema(base))
-    )
-    keep = _keep_expression(scan_filter)
-    plan_filter = _with_ranges(scan_filter)
-    tasks = _plan(resolved, base, plan_filter)
-    # a DNF filter is exactly its predicate; an Expression may be wider than it
-    exact = (
-        not isinstance(filter, pc.Expression)
-        or (predicates.from_expression(filter, _schema(base))[1])
-    )
-    whole_files = keep is None or (exact and _on_partitions_only(scan_filter, base))
+    base = existing(prepared, dataset_uuid)
+    planned = plan_delete(resolved, base, filter)
     writer = prepared.writer_spec().open()
     try:
-        if whole_files or keep is None:
+        if planned.matcher is None:
             # all_rows, or a filter on partition values only: the planner kept exactly
             # the files whose every row matches, and they go without being read
-            touched = [task.label for task in tasks]
-            removed_rows = sum(_row_count(resolved, task) for task in tasks)
+            touched = [task.label for task in planned.tasks]
+            removed_rows = whole_file_rows(resolved, planned.tasks)
         else:
-            columns = predicates.columns(scan_filter.predicate) if exact else None
-            mask = _delete_mask(scan_filter, keep, exact)
-            rewrite = _Rewrite(resolved, base, writer, mask, columns)
-            rewrite.run(tasks)
+            rewrite = _Rewrite(
+                resolved, base, writer, planned.matcher.mask(), planned.matcher.columns
+            )
+            rewrite.run(planned.tasks)
             touched, removed_rows = rewrite.touched, rewrite.matched
         if not touched:
-            return _unchanged(base, "delete_rows")
-        change = _change(
+            return unchanged(base, "delete_rows")
+        change = change_of(
             "delete_rows",
             resolved,
             base,
-            writer,
+            writer.entries,
+            writer.index_delta,
+            writer.schema,
             touched,
-            plan_filter,
+            planned.plan_filter,
             (0, removed_rows),
         )
         snapshot = committer.commit(resolved, dataset_uuid, change, base=base)
@@ -144,23 +127,16 @@ def upsert(
     ``rows_removed`` the stored rows they replaced.
     """
     resolved = resolve_store(store, storage_options)
-    key_columns = _key_columns(on)
+    key_columns = check_key_columns(on)
     prepared = prepare_write(resolved, dataset_uuid, mode="append")
-    base = _existing(prepared, dataset_uuid)
-    schema = _schema(base)
-    unknown = [c for c in key_columns if c not in schema.names]
-    if unknown:
-        raise InvalidArgumentError(
-            f"upsert key on={key_columns!r} names columns {unknown} that dataset "
-            f"{dataset_uuid!r} does not have; its columns: {schema.names}"
-        )
+    base = existing(prepared, dataset_uuid)
+    check_keys_known(base, key_columns)
     table = _input_table(data, key_columns, base)
     if table is None:
-        return _unchanged(base, "upsert")
-    _check_keys(table, key_columns)
+        return unchanged(base, "upsert")
+    check_unique_keys(table, key_columns)
     keys_table = table.select(key_columns)
-    scan_filter = _with_ranges(planning.make_filter(_key_filter(keys_table), schema))
-    tasks = _plan(resolved, base, scan_filter)
+    scan_filter, tasks = plan_upsert(resolved, base, keys_table)
     writer = prepared.writer_spec().open()
     try:
         rewrite = _Rewrite(
@@ -173,8 +149,16 @@ def upsert(
         )
         rewrite.run(tasks)
         touched, replaced = rewrite.touched, rewrite.matched
-        change = _change(
-            "upsert", resolved, base, writer, touched, scan_filter, (table.num_rows, replaced)
+        change = change_of(
+            "upsert",
+            resolved,
+            base,
+            writer.entries,
+            writer.index_delta,
+            writer.schema,
+            touched,
+            scan_filter,
+            (table.num_rows, replaced),
         )
         snapshot = committer.commit(resolved, dataset_uuid, change, base=base)
     except BaseException as exc:
@@ -187,10 +171,36 @@ def upsert(
     return snapshot
 
 
+def check_delete_args(dataset_uuid: str, filter: Any, all_rows: bool) -> None:
+    """``filter=None`` deletes every row only with ``all_rows=True``; never both."""
+    if filter is None or (isinstance(filter, (list, tuple)) and not filter):
+        if not all_rows:
+            raise InvalidArgumentError(
+                f"delete_rows on dataset {dataset_uuid!r} got filter={filter!r}, which would "
+                "delete every row; pass a filter, or all_rows=True to delete every row"
+            )
+    elif all_rows:
+        raise InvalidArgumentError(
+            f"delete_rows got both filter={filter!r} and all_rows=True; pass one of them"
+        )
+
+
+def check_keys_known(base: DatasetMetadata, key_columns: Sequence[str]) -> None:
+    """Every key column must be a column of the dataset."""
+    schema = dataset_schema(base)
+    unknown = [c for c in key_columns if c not in schema.names]
+    if unknown:
+        raise InvalidArgumentError(
+            f"upsert key on={list(key_columns)!r} names columns {unknown} that dataset "
+            f"{base.uuid!r} does not have; its columns: {schema.names}"
+        )
+
+
 # -- planning -------------------------------------------------------------------
 
 
-def _existing(prepared: PreparedWrite, dataset_uuid: str) -> DatasetMetadata:
+def existing(prepared: PreparedWrite, dataset_uuid: str) -> DatasetMetadata:
+    """The dataset's state the change is planned on (``DatasetNotFoundError`` if none)."""
     if prepared.base is None:
         # the same error ka.dataset() raises
         committer.load(prepared.store, dataset_uuid)
@@ -198,7 +208,7 @@ def _existing(prepared: PreparedWrite, dataset_uuid: str) -> DatasetMetadata:
     return prepared.base
 
 
-def _schema(meta: DatasetMetadata) -> pa.Schema:
+def dataset_schema(meta: DatasetMetadata) -> pa.Schema:
     """The schema readers see (partition columns decoded): filters are typed by it."""
     if meta.schema is None:
         raise CorruptMetadataError(f"dataset {meta.uuid!r} has no schema")
@@ -215,6 +225,76 @@ def _schema(meta: DatasetMetadata) -> pa.Schema:
 def _plan(store: Store, meta: DatasetMetadata, scan_filter: ScanFilter) -> list[FileTask]:
     """The files of ``meta`` that may hold a row ``scan_filter`` matches (the read planner)."""
     return planning.plan(meta, scan_filter, planning.index_loader(store, meta))
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """Which stored rows a change affects, as a value: Dask tasks rewrite files with it.
+
+    ``keys``: an upsert's keys (the rows with one of them); else the rows
+    ``scan_filter`` matches (``exact``: its predicate is the whole filter).
+    """
+
+    keys: pa.Table | None = None
+    scan_filter: ScanFilter | None = None
+    exact: bool = True
+
+    @property
+    def columns(self) -> Collection[str] | None:
+        """The columns :meth:`mask` needs (``None``: all of them)."""
+        if self.keys is not None:
+            return list(self.keys.column_names)
+        assert self.scan_filter is not None
+        if not self.exact or self.scan_filter.predicate is None:
+            return None
+        return predicates.columns(self.scan_filter.predicate)
+
+    def mask(self) -> Mask:
+        """The affected rows of a table (built once, used per file)."""
+        if self.keys is not None:
+            return _key_mask(self.keys)
+        assert self.scan_filter is not None
+        match = _keep_expression(self.scan_filter)
+        assert match is not None
+        return _delete_mask(self.scan_filter, match, self.exact)
+
+
+@dataclass(frozen=True)
+class DeletePlan:
+    """The files a delete reads, and how it finds its rows in them."""
+
+    #: files that may hold a matching row
+    tasks: list[FileTask]
+    #: the filter the conflict rule plans with (``col in`` with its range)
+    plan_filter: ScanFilter
+    #: ``None``: every planned file matches whole and goes without being read
+    matcher: Matcher | None
+
+
+def plan_delete(store: Store, base: DatasetMetadata, filter: Any) -> DeletePlan:
+    """Plan ``delete_rows(filter)`` on ``base`` (``filter=None``: every row)."""
+    scan_filter = (
+        planning.NO_FILTER if filter is None else planning.make_filter(filter, dataset_schema(base))
+    )
+    plan_filter = _with_ranges(scan_filter)
+    tasks = _plan(store, base, plan_filter)
+    # a DNF filter is exactly its predicate; an Expression may be wider than it
+    exact = (
+        not isinstance(filter, pc.Expression)
+        or (predicates.from_expression(filter, dataset_schema(base))[1])
+    )
+    keep = _keep_expression(scan_filter)
+    if keep is None or (exact and _on_partitions_only(scan_filter, base)):
+        return DeletePlan(tasks, plan_filter, None)
+    return DeletePlan(tasks, plan_filter, Matcher(scan_filter=scan_filter, exact=exact))
+
+
+def plan_upsert(
+    store: Store, base: DatasetMetadata, keys_table: pa.Table
+) -> tuple[ScanFilter, list[FileTask]]:
+    """The filter an upsert of ``keys_table`` plans with, and the files that may hold a key."""
+    scan_filter = _with_ranges(planning.make_filter(_key_filter(keys_table), dataset_schema(base)))
+    return scan_filter, _plan(store, base, scan_filter)
 
 
 def _with_ranges(scan_filter: ScanFilter) -> ScanFilter:
@@ -246,11 +326,13 @@ def _orderable(t: pa.DataType | None) -> bool:
     )
 
 
-def _change(
+def change_of(
     operation: str,
     store: Store,
     base: DatasetMetadata,
-    writer: FileWriter,
+    entries: Sequence[FileEntry],
+    index_delta: Mapping[str, spec_index.IndexMap],
+    schema: pa.Schema | None,
     touched: Collection[str],
     scan_filter: ScanFilter,
     row_counts: tuple[int, int],
@@ -273,11 +355,11 @@ def _change(
 
     return Change(
         operation=operation,
-        add=list(writer.entries),
+        add=list(entries),
         # nothing rewritten: an append, which must not land on a concurrently replaced schema
         remove=(lambda _state: rewritten) if rewritten else None,
-        index_delta=writer.index_delta,
-        schema=writer.schema,
+        index_delta=index_delta,
+        schema=schema,
         partition_keys=base.partition_keys,
         read_version=base.version,
         depends_on=depends_on,
@@ -285,7 +367,7 @@ def _change(
     )
 
 
-def _unchanged(base: DatasetMetadata, operation: str) -> Snapshot:
+def unchanged(base: DatasetMetadata, operation: str) -> Snapshot:
     """Nothing to commit: the current version, with counts that say so."""
     return dataclasses.replace(
         Snapshot.of(base.commit),
@@ -301,6 +383,11 @@ def _on_partitions_only(scan_filter: ScanFilter, meta: DatasetMetadata) -> bool:
     """Whether the filter is a condition on partition values alone (then files match whole)."""
     pred = scan_filter.predicate
     return pred is not None and predicates.columns(pred) <= set(meta.partition_keys)
+
+
+def whole_file_rows(store: Store, tasks: Sequence[FileTask]) -> int:
+    """The rows of files a change drops whole."""
+    return sum(_row_count(store, task) for task in tasks)
 
 
 def _row_count(store: Store, task: FileTask) -> int:
@@ -369,12 +456,7 @@ class _Rewrite:
             self.extra = {}
 
     def _read(self, task: FileTask) -> tuple[pa.Table, int]:
-        kept, matched = _without_matches(self.store, self.meta, task, self.columns, self.mask_of)
-        if matched and kept.num_rows:
-            assert self.meta.schema is not None
-            # plateau may have stored a pandas index: the writer never keeps one
-            kept = conform(_drop_pandas_index(kept), self.meta.schema, what="stored rows")
-        return kept, matched
+        return kept_rows(self.store, self.meta, task, self.columns, self.mask_of)
 
     def _add(self, directory: str, kept: pa.Table) -> None:
         self._buffer.append((directory, kept))
@@ -391,6 +473,37 @@ class _Rewrite:
                 tables.append(self.extra.pop(directory))
         self._buffer, self._buffered = [], 0
         self.writer.write(pa.concat_tables(tables))
+
+
+def kept_rows(
+    store: Store,
+    meta: DatasetMetadata,
+    task: FileTask,
+    columns: Collection[str] | None,
+    mask_of: Mask,
+) -> tuple[pa.Table, int]:
+    """The rows of a file ``mask_of`` does not select, in the dataset schema; how many it does."""
+    kept, matched = _without_matches(store, meta, task, columns, mask_of)
+    if matched and kept.num_rows:
+        assert meta.schema is not None
+        # plateau may have stored a pandas index: the writer never keeps one
+        kept = conform(_drop_pandas_index(kept), meta.schema, what="stored rows")
+    return kept, matched
+
+
+def rewrite_file(
+    store: Store, meta: DatasetMetadata, writer: FileWriter, task: FileTask, matcher: Matcher
+) -> int:
+    """Write the kept rows of one file with an affected row; returns how many rows matched.
+
+    One file in memory: a Dask task's share of a row-level change.  0 means
+    the file stays as it is; otherwise the file is to be removed, and its
+    kept rows (if any) are in ``writer``'s files.
+    """
+    kept, matched = kept_rows(store, meta, task, matcher.columns, matcher.mask())
+    if matched and kept.num_rows:
+        writer.write(kept)
+    return matched
 
 
 def _ahead(
@@ -565,7 +678,8 @@ def _plain(column: pa.ChunkedArray) -> pa.ChunkedArray:
 # -- input ----------------------------------------------------------------------
 
 
-def _key_columns(on: Sequence[str] | str) -> list[str]:
+def check_key_columns(on: Sequence[str] | str) -> list[str]:
+    """The key column names of ``on=`` (a name or a list of distinct names)."""
     columns = [on] if isinstance(on, str) else list(on) if isinstance(on, Sequence) else None
     if not columns or not all(isinstance(c, str) for c in columns):
         raise InvalidArgumentError(
@@ -591,7 +705,7 @@ def _input_table(
     parts = [t for t in parts if t.num_rows]
     if not parts:
         return None
-    _check_not_null(parts, key_columns)
+    check_not_null(parts, key_columns)
     assert base.schema is not None
     conformed = [conform(_drop_pandas_index(t), base.schema) for t in parts]
     return pa.concat_tables(conformed).combine_chunks()
@@ -602,7 +716,7 @@ def _drop_pandas_index(table: pa.Table) -> pa.Table:
     return table.drop_columns(names) if names else table
 
 
-def _check_not_null(parts: Sequence[pa.Table], key_columns: Sequence[str]) -> None:
+def check_not_null(parts: Sequence[pa.Table], key_columns: Sequence[str], where: str = "") -> None:
     """Keys must be non-null: a null key names no stored row (checked before any cast)."""
     offset = 0
     for part in parts:
@@ -612,12 +726,12 @@ def _check_not_null(parts: Sequence[pa.Table], key_columns: Sequence[str]) -> No
                 first = offset + pc.index(pc.is_null(part.column(column)), True).as_py()
                 raise InvalidArgumentError(
                     f"upsert key column {column!r} has {nulls} null values (first at row "
-                    f"{first}); keys must be non-null"
+                    f"{first}{where}); keys must be non-null"
                 )
         offset += part.num_rows
 
 
-def _check_keys(table: pa.Table, key_columns: Sequence[str]) -> None:
+def check_unique_keys(table: pa.Table, key_columns: Sequence[str]) -> None:
     """Keys must be unique in the input: each row replaces the stored rows of its key."""
     counted = (
         table.select(list(key_columns)).group_by(list(key_columns)).aggregate([([], "count_all")])
