@@ -525,6 +525,9 @@ def test_facades(tmp_path: Path) -> None:
         assert sorted(i for df in frames for i in df["i"]) == expected
         ddf = dask_dataframe.read_dataset_as_ddf(UUID, str(tmp_path), predicates=dnf)
         assert sorted(ddf.compute(scheduler="sync")["i"]) == expected
+        # a projection lets Dask fuse the reads of several files into one scan
+        assert sorted(ddf[["i"]].compute(scheduler="sync")["i"]) == expected
+        assert len(ddf) == len(expected)
         ddf = dask_dataframe.read_dataset_as_ddf(
             UUID, str(tmp_path), predicates=dnf, columns=["i"], dispatch_by=["p"]
         )

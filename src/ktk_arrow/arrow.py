@@ -126,6 +126,13 @@ class KartothekDataset(ds.FileSystemDataset):
     filter=...)``, an Acero ``ScanNodeOptions(ds, ...)`` and ``ds.join``
     read the C++ dataset directly: Arrow prunes by partition values only.
     Hand them ``ds.filter(expr)``, whose files are already pruned.
+
+    A filter that selects NaN rows of a float column (``x != 1.0``,
+    ``is_nan(x)``, kartothek's ``("x", "==", None)``) is pushed into the scan
+    without those terms and applied to the scanned rows afterwards
+    (:func:`nan_safe_filter`): parquet statistics ignore NaN, so Arrow's
+    row-group pruning would drop such rows.  The consumers of the C++ dataset
+    above apply a filter attached by ``ds.filter`` with Arrow's pruning alone.
     """
 
     def __init__(
