@@ -6,7 +6,9 @@ values and secondary indices before the graph is built; the meta comes from
 the dataset schema, no data is read).  Writing: every Dask partition is
 written by its own task, in parallel; the files become visible in ONE
 atomic, concurrent-safe commit when the returned object is computed, and
-if any task fails every file the write produced is deleted.
+if any task fails every file the write produced is deleted.  Row-level
+changes: ``update_dataset_from_ddf(..., upsert_on=)`` and
+:func:`delete_rows`, with the same guarantees (``docs/changes.md``).
 
 Needs ``pip install 'ktk-arrow[dask]'``.
 """
@@ -17,22 +19,29 @@ import functools
 import math
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from ... import commit, rows
 from ..._optional import import_optional
 from ...errors import InvalidArgumentError
+from ...spec.schema import conform
 from ...storage import StoreLike
+from ...write import iter_tables
 from .. import _distributed
-from .._distributed import BUCKET_COLUMN, WriteGraph
+from .._distributed import BUCKET_COLUMN, DistributedWrite, PartResult, PartTask, WriteGraph
 from ..eager import update_table
+from .delayed import RowChangeGraph, Runner, commit_row_change, delete_rows__delayed, rewrite_tasks
 
 dask = import_optional("dask", extra="dask")
 dd = import_optional("dask.dataframe", extra="dask")
 
 __all__ = [
+    "delete_rows",
     "hash_dataset",
     "read_dataset_as_ddf",
     "store_dataset_from_ddf",
@@ -365,17 +374,40 @@ def update_dataset_from_ddf(
     partition_on: Sequence[str] | None = None,
     factory: Any = None,
     bucket_by: Sequence[str] | str | None = None,
-) -> WriteGraph:
+    upsert_on: Sequence[str] | str | None = None,
+) -> WriteGraph | RowChangeGraph:
     """A lazy append of ``ddf`` (created if missing); compute it to commit.
 
     With ``delete_scope``, the matched partitions are replaced by the new
     data in the same commit; ``ddf=None`` only deletes them.
+
+    With ``upsert_on`` (key column names), :func:`ktk_arrow.upsert` on a
+    cluster: each row of ``ddf`` replaces the stored rows with its key, the
+    other rows are appended.  Keys must be non-null and unique across the
+    whole ``ddf``; the dataset must exist.  Computing it writes every
+    partition in its own task (each also returns its keys), checks the keys
+    on this machine, plans the stored files that may hold one (as
+    ``ka.upsert`` does), rewrites each of them without those keys in a task
+    of its own (peak memory per task: one file), and commits once, with
+    ``ka.upsert``'s conflict rule, only if every task succeeded; otherwise
+    every file written is deleted.  It returns the committed
+    ``DatasetMetadata`` (``.commit`` has ``rows_added`` / ``rows_removed``).
+    Run by ``dask.compute`` as part of a larger graph, the rewrites run in
+    the graph's final task instead, one file after another.
     """
     _check_args(default_metadata_version)
     if factory is not None:
         raise InvalidArgumentError(
             "factory= (a plateau DatasetFactory) is not supported; pass store= and dataset_uuid="
         )
+    if upsert_on is not None:
+        if delete_scope is not None:
+            raise InvalidArgumentError(
+                "update_dataset_from_ddf got both upsert_on= and delete_scope=; pass one of them "
+                "(an upsert replaces rows by key, delete_scope whole partitions)"
+            )
+        if ddf is None:
+            raise InvalidArgumentError("upsert_on= needs a ddf holding the rows to upsert")
     job = _distributed.prepare(
         store,
         dataset_uuid,
@@ -387,6 +419,17 @@ def update_dataset_from_ddf(
         allow_empty=True,
         table=update_table(table),
     )
+    if upsert_on is not None:
+        return _upsert_graph(
+            ddf,
+            job,
+            rows.check_key_columns(upsert_on),
+            shuffle=shuffle,
+            repartition_ratio=repartition_ratio,
+            num_buckets=num_buckets,
+            sort_partitions_by=sort_partitions_by,
+            bucket_by=bucket_by,
+        )
     return _write_graph(
         ddf,
         job,
@@ -418,16 +461,9 @@ def _write_graph(
     task = job.task(sort_partitions_by)
     if ddf is None:
         return WriteGraph([], job)
-    if not isinstance(ddf, dd.DataFrame):
-        raise InvalidArgumentError(
-            f"ddf must be a dask.dataframe.DataFrame, got {type(ddf).__name__}"
-        )
+    _check_ddf(ddf)
     with dask.config.set({"dataframe.convert-string": False, "dataframe.shuffle.method": "tasks"}):
-        if repartition_ratio:
-            npartitions = max(1, math.ceil(ddf.npartitions / repartition_ratio))
-            ddf = ddf.repartition(npartitions=npartitions)
-        if shuffle:
-            ddf = _shuffle(ddf, list(partition_on or []), num_buckets, bucket_by)
+        ddf = _arranged(ddf, partition_on, shuffle, repartition_ratio, num_buckets, bucket_by)
         written = ddf.map_partitions(
             _distributed.write_part,
             task,
@@ -437,6 +473,146 @@ def _write_graph(
         )
         parts = list(written.to_delayed())
     return WriteGraph(parts, job)
+
+
+def _check_ddf(ddf: Any) -> None:
+    if not isinstance(ddf, dd.DataFrame):
+        raise InvalidArgumentError(
+            f"ddf must be a dask.dataframe.DataFrame, got {type(ddf).__name__}"
+        )
+
+
+def _arranged(
+    ddf: Any,
+    partition_on: Sequence[str] | None,
+    shuffle: bool,
+    repartition_ratio: float | None,
+    num_buckets: int,
+    bucket_by: Sequence[str] | str | None,
+) -> Any:
+    """``ddf`` repartitioned and shuffled as the write's options ask (within the config)."""
+    if repartition_ratio:
+        npartitions = max(1, math.ceil(ddf.npartitions / repartition_ratio))
+        ddf = ddf.repartition(npartitions=npartitions)
+    if shuffle:
+        ddf = _shuffle(ddf, list(partition_on or []), num_buckets, bucket_by)
+    return ddf
+
+
+# -- row-level changes -------------------------------------------------------------
+
+
+def delete_rows(
+    store: StoreLike,
+    dataset_uuid: str,
+    filter: Any = None,
+    *,
+    all_rows: bool = False,
+) -> RowChangeGraph:
+    """:func:`ktk_arrow.delete_rows` with one Dask task per file that holds a matching row.
+
+    Lazy: computing the result rewrites the files in parallel and commits
+    once, only if every task succeeded, returning the ``delete_rows``
+    ``Snapshot`` (see :func:`~ktk_arrow.io.dask.delayed.delete_rows__delayed`).
+    """
+    return delete_rows__delayed(store, dataset_uuid, filter, all_rows=all_rows)
+
+
+def _upsert_graph(
+    ddf: Any,
+    job: DistributedWrite,
+    key_columns: list[str],
+    *,
+    shuffle: bool,
+    repartition_ratio: float | None,
+    num_buckets: int,
+    sort_partitions_by: Sequence[str] | str | None,
+    bucket_by: Sequence[str] | str | None,
+) -> RowChangeGraph:
+    """Phase 1 of an upsert: a task per partition writes its rows and returns their keys."""
+    base = rows.existing(job.prepared, job.prepared.dataset_uuid)
+    rows.check_keys_known(base, key_columns)
+    _check_ddf(ddf)
+    missing = [c for c in key_columns if c not in ddf.columns]
+    if missing:
+        raise InvalidArgumentError(
+            f"upsert key columns {missing} are missing from the data; the data has "
+            f"columns {list(ddf.columns)}"
+        )
+    assert base.schema is not None
+    key_schema = pa.schema([base.schema.field(c) for c in key_columns])
+    task = job.task(sort_partitions_by)
+    partition_on = list(job.prepared.plan.partition_keys)
+    with dask.config.set({"dataframe.convert-string": False, "dataframe.shuffle.method": "tasks"}):
+        ddf = _arranged(ddf, partition_on, shuffle, repartition_ratio, num_buckets, bucket_by)
+        pieces = list(ddf.to_delayed())
+    write = dask.delayed(_upsert_part, pure=False)
+    parts = [write(piece, i, task, key_columns, key_schema) for i, piece in enumerate(pieces)]
+    metadata = job.metadata
+    return RowChangeGraph(parts, job, functools.partial(_finish_upsert, job, key_columns, metadata))
+
+
+@dataclass
+class _UpsertPart:
+    """What one upsert task wrote, and the keys of its rows (``None``: none, or it failed)."""
+
+    written: PartResult
+    keys: pa.Table | None
+
+
+def _upsert_part(
+    data: Any, number: int, task: PartTask, key_columns: list[str], key_schema: pa.Schema
+) -> _UpsertPart:
+    """Check the partition's keys (non-null), write its rows; never raises."""
+    try:
+        frame = data.drop(columns=[BUCKET_COLUMN]) if BUCKET_COLUMN in data.columns else data
+        tables = [t for t in iter_tables(frame[key_columns]) if t.num_rows]
+        rows.check_not_null(tables, key_columns, where=f" of Dask partition {number}")
+        keys = [conform(t, key_schema, what="upsert keys") for t in tables]
+    except Exception as exc:
+        return _UpsertPart(PartResult(error=_distributed._portable(exc)), None)
+    written = _distributed.write_part(data, task)
+    if written.error is not None or not keys:
+        return _UpsertPart(written, None)
+    return _UpsertPart(written, pa.concat_tables(keys))
+
+
+def _finish_upsert(
+    job: DistributedWrite,
+    key_columns: list[str],
+    metadata: Mapping[str, Any] | None,
+    results: Sequence[_UpsertPart],
+    run: Runner,
+) -> Any:
+    """Phase 2 on this machine: check the keys, rewrite the files holding them, commit once."""
+    prepared = job.prepared
+    store = prepared.store
+    base = prepared.base
+    assert base is not None
+    added = [r.written for r in results]
+    written = [e.key for r in added for e in r.entries]
+    commit.IN_FLIGHT.add(store, written)
+    try:
+        failed = [r.error for r in added if r.error is not None]
+        if failed:
+            raise failed[0]
+        key_tables = [r.keys for r in results if r.keys is not None]
+        if not key_tables:
+            return base  # no rows: nothing to commit
+        keys = pa.concat_tables(key_tables).combine_chunks()
+        rows.check_unique_keys(keys, key_columns)
+        scan_filter, tasks = rows.plan_upsert(store, base, keys)
+        rewritten = run(rewrite_tasks(job, base, rows.Matcher(keys=keys), tasks))
+        snapshot = commit_row_change(
+            job, "upsert", added, rewritten, scan_filter, keys.num_rows, metadata=metadata
+        )
+    except BaseException as exc:
+        if commit.may_discard(exc):
+            _distributed._delete(store, written)
+        raise
+    finally:
+        commit.IN_FLIGHT.discard(store, written)
+    return commit.load_version(store, prepared.dataset_uuid, snapshot.version)
 
 
 def _shuffle(

@@ -5,22 +5,36 @@ one import.  Reads are planned on the client (pruned by partition values
 and secondary indices); writes run one task per input and commit ONCE,
 atomically, when the returned object is computed.
 
+Row-level changes (``delete_rows__delayed``, and the upsert of
+``update_dataset_from_ddf(..., upsert_on=)``) rewrite each stored file that
+holds an affected row in a task of its own (one file in memory per task)
+and commit once, through the same conflict rule as ``ka.delete_rows`` /
+``ka.upsert`` (``docs/changes.md``), only if every task succeeded;
+otherwise every file they wrote is deleted.
+
 Needs ``pip install 'ktk-arrow[dask]'``.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid as uuidlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from ... import commit
+from ... import commit, rows
 from ..._optional import import_optional
+from ...commit import Snapshot
 from ...errors import DatasetNotFoundError, InvalidArgumentError
-from ...storage import StoreLike
+from ...planning import FileTask, ScanFilter
+from ...spec import index as spec_index
+from ...spec.metadata import DatasetMetadata
+from ...storage import Store, StoreLike
+from ...write import WriterSpec
 from .. import _common, _distributed
-from .._distributed import WriteGraph
+from .._distributed import DistributedWrite, PartResult, WriteGraph
 from ..eager import _check_format_args, new_uuid, update_table
 
 dask = import_optional("dask", extra="dask")
@@ -28,6 +42,7 @@ dask_delayed = import_optional("dask.delayed", extra="dask")
 
 __all__ = [
     "delete_dataset__delayed",
+    "delete_rows__delayed",
     "garbage_collect_dataset__delayed",
     "read_dataset_as_delayed",
     "read_table_as_delayed",
@@ -224,3 +239,221 @@ def _required_uuid(dataset_uuid: str | None) -> str:
     if dataset_uuid is None:
         raise InvalidArgumentError("dataset_uuid is required")
     return dataset_uuid
+
+
+# -- row-level changes -------------------------------------------------------------
+
+
+def delete_rows__delayed(
+    store: StoreLike,
+    dataset_uuid: str,
+    filter: Any = None,
+    *,
+    all_rows: bool = False,
+) -> RowChangeGraph:
+    """A lazy :func:`ktk_arrow.delete_rows`: one task per file that may hold a matching row.
+
+    The files are planned now (partition values, secondary indices,
+    statistics), so bad input raises here and nothing is written.  Each
+    task reads one file and writes it again without the matching rows;
+    computing the result commits them once (a ``delete_rows`` snapshot,
+    returned, with ``rows_removed``) if every task succeeded, and deletes
+    every file written otherwise.  A concurrent commit is judged by
+    ``ka.delete_rows``'s conflict rule against the state planned on.  A
+    filter on partition values alone (or ``all_rows=True``) drops whole
+    files without a task.
+    """
+    uuid = _required_uuid(dataset_uuid)
+    rows.check_delete_args(uuid, filter, all_rows)
+    job = _distributed.prepare(_common.store_of(store), uuid, mode="append")
+    base = rows.existing(job.prepared, uuid)
+    planned = rows.plan_delete(job.prepared.store, base, filter)
+    if planned.matcher is None:
+        parts: list[Any] = []
+        whole = planned.tasks
+    else:
+        parts, whole = rewrite_tasks(job, base, planned.matcher, planned.tasks), []
+    finish = functools.partial(_finish_delete, job, planned.plan_filter, whole)
+    return RowChangeGraph(parts, job, finish)
+
+
+def _finish_delete(
+    job: DistributedWrite,
+    plan_filter: ScanFilter,
+    whole: Sequence[FileTask],
+    results: Sequence[Rewritten],
+    run: Runner,
+) -> Snapshot:
+    return commit_row_change(job, "delete_rows", [], results, plan_filter, 0, whole=whole)
+
+
+#: computes a list of Dask tasks; the results in order
+Runner = Callable[[list[Any]], list[Any]]
+
+
+@dataclass(frozen=True)
+class RewriteJob:
+    """What every rewrite task of one change shares: one graph key, shipped once."""
+
+    store: Store
+    #: the dataset's state without its file list (each task names its file)
+    meta: DatasetMetadata
+    writer: WriterSpec
+    matcher: rows.Matcher
+
+
+@dataclass
+class Rewritten:
+    """What one rewrite task did: how many rows of its file matched, the files it wrote."""
+
+    label: str
+    matched: int = 0
+    written: PartResult = field(default_factory=PartResult)
+
+
+def rewrite_tasks(
+    job: DistributedWrite, base: DatasetMetadata, matcher: rows.Matcher, tasks: Sequence[FileTask]
+) -> list[Any]:
+    """One ``Delayed`` per stored file: :func:`rewrite_file` of it."""
+    shared = dask.delayed(
+        RewriteJob(
+            job.prepared.store,
+            _distributed._slim(base),
+            job.prepared.writer_spec(name_prefix=f"{job.write_id}-"),
+            matcher,
+        ),
+        name=f"ktk-rewrite-job-{job.write_id}-{uuidlib.uuid4().hex[:8]}",
+        traverse=False,
+    )
+    rewrite = dask.delayed(rewrite_file, pure=False)
+    return [rewrite(shared, task) for task in tasks]
+
+
+def rewrite_file(job: RewriteJob, task: FileTask) -> Rewritten:
+    """Rewrite one stored file without its affected rows; never raises (failures are returned)."""
+    writer = job.writer.open()
+    try:
+        matched = rows.rewrite_file(job.store, job.meta, writer, task, job.matcher)
+        return Rewritten(
+            task.label, matched, PartResult(writer.entries, writer.index_delta, writer.schema)
+        )
+    except Exception as exc:
+        writer.abort()
+        return Rewritten(task.label, 0, PartResult(error=_distributed._portable(exc)))
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        writer.release()  # the driver protects the files until its commit ends
+
+
+def commit_row_change(
+    job: DistributedWrite,
+    operation: str,
+    added: Sequence[PartResult],
+    rewritten: Sequence[Rewritten],
+    scan_filter: ScanFilter,
+    rows_added: int,
+    *,
+    whole: Sequence[FileTask] = (),
+    metadata: Mapping[str, Any] | None = None,
+) -> Snapshot:
+    """One commit of what the tasks wrote, with ``rows``' conflict rule; or delete it all.
+
+    ``added``: new rows' files (an upsert's data); ``rewritten``: the stored
+    files rewritten; ``whole``: stored files dropped without being read.
+    Raises the first failure of any task, after deleting every file written.
+    """
+    prepared = job.prepared
+    store = prepared.store
+    base = prepared.base
+    assert base is not None
+    results = [*added, *(r.written for r in rewritten)]
+    entries = [e for r in results for e in r.entries]
+    written = [e.key for e in entries]
+    commit.IN_FLIGHT.add(store, written)
+    try:
+        failed = [r.error for r in results if r.error is not None]
+        if failed:
+            raise failed[0]
+        touched = [r.label for r in rewritten if r.matched] + [t.label for t in whole]
+        removed = sum(r.matched for r in rewritten) + rows.whole_file_rows(store, whole)
+        if not touched and not entries:
+            return rows.unchanged(base, operation)
+        delta: dict[str, spec_index.IndexMap] = {}
+        for r in results:
+            for column, index in r.index_delta.items():
+                known = delta.get(column)
+                delta[column] = index if known is None else spec_index.merge(known, index)
+        change = rows.change_of(
+            operation,
+            store,
+            base,
+            entries,
+            delta,
+            prepared.plan.schema,
+            touched,
+            scan_filter,
+            (rows_added, removed),
+        )
+        if metadata:
+            change = replace(change, user_metadata=dict(metadata))
+        snapshot = commit.commit(store, prepared.dataset_uuid, change, base=base)
+    except BaseException as exc:
+        if commit.may_discard(exc):  # never the files of a commit that may be in
+            _distributed._delete(store, written)
+        raise
+    finally:
+        commit.IN_FLIGHT.discard(store, written)
+    prepared.compact_touched(entries, snapshot)
+    return snapshot
+
+
+def _finish_task(results: list[Any], finish: Any) -> Any:
+    return finish.value(results, _run_here)
+
+
+def _run_here(parts: list[Any]) -> list[Any]:
+    """Inside a task (graph mode): further tasks run in this one, one after another."""
+    return list(dask.compute(*parts, scheduler="sync")) if parts else []
+
+
+class RowChangeGraph(dask_delayed.Delayed):  # type: ignore[misc,name-defined]
+    """A lazy row-level change; computing it commits once and returns what ``finish`` does.
+
+    ``.compute()`` runs the tasks on the active scheduler (a
+    ``distributed.Client`` if one is active), waits for all of them, and
+    commits on this machine; if any failed, every file the change wrote is
+    deleted and the first failure is raised.  As a plain Dask collection
+    (``dask.compute(g)``, ``client.compute(g)``) the commit is the graph's
+    final task, as for :class:`~ktk_arrow.io._distributed.WriteGraph`; work
+    planned only once the tasks ran (an upsert's rewrites) then runs inside
+    that final task, one file after another.
+    """
+
+    __slots__ = ("_finish", "_job", "_parts")
+
+    def __init__(
+        self,
+        parts: list[Any],
+        job: DistributedWrite,
+        finish: Callable[[list[Any], Runner], Any],
+    ) -> None:
+        final = dask.delayed(_finish_task, pure=False)(parts, _distributed._Opaque(finish))
+        super().__init__(final.key, final.dask)
+        object.__setattr__(self, "_parts", parts)
+        object.__setattr__(self, "_job", job)
+        object.__setattr__(self, "_finish", finish)
+
+    def compute(self, **kwargs: Any) -> Any:
+        job: DistributedWrite = self._job
+
+        def run(parts: list[Any]) -> list[Any]:
+            return _distributed.compute_all(parts, job, **kwargs)
+
+        return self._finish(run(self._parts), run)
+
+    def __repr__(self) -> str:
+        return (
+            f"<RowChangeGraph dataset={self._job.prepared.dataset_uuid!r} tasks={len(self._parts)}>"
+        )
