@@ -17,7 +17,7 @@ import collections
 import contextlib
 import functools
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -548,13 +548,13 @@ class _FilteredScan:
             return pa.RecordBatchReader.from_batches(table.schema, self._batches_of(table))
         return self._plan.to_reader(use_threads=self._use_threads)
 
-    def to_batches(self) -> Iterator[pa.RecordBatch]:
-        reader = self.to_reader()
-        while True:
-            try:
-                yield reader.read_next_batch()
-            except StopIteration:
-                return
+    def to_batches(self) -> Generator[pa.RecordBatch, None, None]:
+        # closed when the consumer stops early (head): a plan dropped while it
+        # runs logs "Plan was cancelled early" to stderr
+        with self.to_reader() as reader:
+            for batch in reader:
+                if batch.num_rows:
+                    yield batch
 
     def _batches_of(self, table: pa.Table) -> list[pa.RecordBatch]:
         return table.to_batches(max_chunksize=self._batch_size)
@@ -564,11 +564,15 @@ class _FilteredScan:
 
     def head(self, num_rows: int) -> pa.Table:
         batches, rows = [], 0
-        for batch in self.to_batches():
-            if rows >= num_rows:
-                break
-            batches.append(batch.slice(0, num_rows - rows))
-            rows += batches[-1].num_rows
+        batches_ = self.to_batches()
+        try:
+            for batch in batches_:
+                if rows >= num_rows:
+                    break
+                batches.append(batch.slice(0, num_rows - rows))
+                rows += batches[-1].num_rows
+        finally:
+            batches_.close()
         return pa.Table.from_batches(batches, schema=self.projected_schema)
 
     def take(self, indices: Any) -> pa.Table:
