@@ -553,11 +553,10 @@ def _upsert_graph(
 
 
 @dataclass
-class _UpsertPart:
+class _UpsertPart(PartResult):
     """What one upsert task wrote, and the keys of its rows (``None``: none, or it failed)."""
 
-    written: PartResult
-    keys: pa.Table | None
+    keys: pa.Table | None = None
 
 
 def _upsert_part(
@@ -570,11 +569,16 @@ def _upsert_part(
         rows.check_not_null(tables, key_columns, where=f" of Dask partition {number}")
         keys = [conform(t, key_schema, what="upsert keys") for t in tables]
     except Exception as exc:
-        return _UpsertPart(PartResult(error=_distributed._portable(exc)), None)
+        return _UpsertPart(error=_distributed._portable(exc))
     written = _distributed.write_part(data, task)
-    if written.error is not None or not keys:
-        return _UpsertPart(written, None)
-    return _UpsertPart(written, pa.concat_tables(keys))
+    ok = written.error is None and keys
+    return _UpsertPart(
+        written.entries,
+        written.index_delta,
+        written.schema,
+        written.error,
+        keys=pa.concat_tables(keys) if ok else None,
+    )
 
 
 def _finish_upsert(
@@ -589,7 +593,7 @@ def _finish_upsert(
     store = prepared.store
     base = prepared.base
     assert base is not None
-    added = [r.written for r in results]
+    added = list(results)
     written = [e.key for r in added for e in r.entries]
     commit.IN_FLIGHT.add(store, written)
     try:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import uuid as uuidlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -303,12 +303,11 @@ class RewriteJob:
 
 
 @dataclass
-class Rewritten:
-    """What one rewrite task did: how many rows of its file matched, the files it wrote."""
+class Rewritten(PartResult):
+    """What one rewrite task wrote, and how many rows of its file (``label``) matched."""
 
-    label: str
+    label: str = ""
     matched: int = 0
-    written: PartResult = field(default_factory=PartResult)
 
 
 def rewrite_tasks(
@@ -335,11 +334,11 @@ def rewrite_file(job: RewriteJob, task: FileTask) -> Rewritten:
     try:
         matched = rows.rewrite_file(job.store, job.meta, writer, task, job.matcher)
         return Rewritten(
-            task.label, matched, PartResult(writer.entries, writer.index_delta, writer.schema)
+            writer.entries, writer.index_delta, writer.schema, label=task.label, matched=matched
         )
     except Exception as exc:
         writer.abort()
-        return Rewritten(task.label, 0, PartResult(error=_distributed._portable(exc)))
+        return Rewritten(error=_distributed._portable(exc), label=task.label)
     except BaseException:
         writer.abort()
         raise
@@ -368,7 +367,7 @@ def commit_row_change(
     store = prepared.store
     base = prepared.base
     assert base is not None
-    results = [*added, *(r.written for r in rewritten)]
+    results = [*added, *rewritten]
     entries = [e for r in results for e in r.entries]
     written = [e.key for e in entries]
     commit.IN_FLIGHT.add(store, written)
