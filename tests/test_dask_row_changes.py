@@ -404,5 +404,21 @@ def test_on_a_cluster_upsert_and_delete_equal_ka_and_failures_leave_nothing(
     # as part of a graph, the commit is the graph's last task, on a worker
     (graph_snap,) = dask.compute(kdd.delete_rows(store, UUID, [[("key", "==", 7)]]))
     assert (graph_snap.version, graph_snap.rows_removed) == (4, 1)
-    want_keys = rows_of(twin).key
-    assert rows_of(store).key.tolist() == want_keys[want_keys != 7].tolist()
+    (graph_meta,) = dask.compute(upsert_graph(store, frame([7, 8], v=-9), npartitions=2))
+    assert (graph_meta.version, graph_meta.commit.rows_removed) == (5, 1)
+    ka.delete_rows(twin, UUID, [[("key", "==", 7)]])
+    ka.upsert(frame([7, 8], v=-9), twin, UUID, on="key")
+    pd.testing.assert_frame_equal(rows_of(store), rows_of(twin))
+    assert_index_exact(store)
+
+
+def test_two_upserts_of_one_new_key_conflict_instead_of_duplicating(store):
+    seeded(store)
+    first = upsert_graph(store, frame([77], v=1), npartitions=1)
+    second = upsert_graph(store, frame([77], v=2), npartitions=1)
+    first.compute(scheduler="sync")
+    before = listing(store)
+    with pytest.raises(ka.CommitConflictError):
+        second.compute(scheduler="sync")
+    assert rows_of(store, filter=[[("key", "==", 77)]]).v.tolist() == [1]
+    assert versions(store) == [0, 1] and listing(store) == before
