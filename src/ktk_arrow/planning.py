@@ -114,6 +114,10 @@ def plan(
     only for the files that survive.
     """
     pred = scan_filter.predicate
+    if pred is not None and not pred.clauses:
+        # matches nothing (``pc.scalar(False)``, a contradiction): no file may match,
+        # and callers that trust an exact plan (``count_rows``) must see none
+        return []
     stat_columns = predicates.columns(pred) - set(meta.partition_keys)
     entries, values, indexed = _candidate_entries(meta, pred, load_index, bool(stat_columns))
     tasks = [
