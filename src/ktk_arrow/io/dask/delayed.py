@@ -24,6 +24,8 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
+import pyarrow as pa
+
 from ... import commit, rows
 from ..._optional import import_optional
 from ...commit import Snapshot
@@ -379,17 +381,12 @@ def commit_row_change(
         removed = sum(r.matched for r in rewritten) + rows.whole_file_rows(store, whole)
         if not touched and not entries:
             return rows.unchanged(base, operation)
-        delta: dict[str, spec_index.IndexMap] = {}
-        for r in results:
-            for column, index in r.index_delta.items():
-                known = delta.get(column)
-                delta[column] = index if known is None else spec_index.merge(known, index)
         change = rows.change_of(
             operation,
             store,
             base,
             entries,
-            delta,
+            _merged_deltas(results),
             prepared.plan.schema,
             touched,
             scan_filter,
@@ -406,6 +403,21 @@ def commit_row_change(
         commit.IN_FLIGHT.discard(store, written)
     prepared.compact_touched(entries, snapshot)
     return snapshot
+
+
+def _merged_deltas(results: Sequence[PartResult]) -> dict[str, spec_index.IndexMap]:
+    """The tasks' index entries, per column, concatenated once (not merged pair by pair)."""
+    chunks: dict[str, list[pa.Table]] = {}
+    for r in results:
+        for column, index in r.index_delta.items():
+            pairs = spec_index.as_index(index).pairs
+            chunks.setdefault(column, []).extend([pairs] if pairs.num_rows else [])
+    return {
+        column: spec_index.Index(pa.concat_tables(tables, promote_options="default"))
+        if tables
+        else spec_index.Index()
+        for column, tables in chunks.items()
+    }
 
 
 def _finish_task(results: list[Any], finish: Any) -> Any:
