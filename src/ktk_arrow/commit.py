@@ -44,6 +44,7 @@ from .errors import (
     DatasetNotFoundError,
     InvalidArgumentError,
     KtkError,
+    SchemaMismatchError,
     StoreError,
     ViewLagWarning,
 )
@@ -58,7 +59,12 @@ from .spec.metadata import (
     IndexSegment,
     is_own_key,
 )
-from .spec.schema import common_metadata_bytes, schema_from_common_metadata
+from .spec.schema import (
+    common_metadata_bytes,
+    fits,
+    merge_schemas,
+    schema_from_common_metadata,
+)
 from .storage import Store
 
 WRITER_ID = uuidlib.uuid4().hex[:12]
@@ -656,6 +662,9 @@ class Change:
     #: row-level rewrite (delete_rows, upsert) copies kept rows into new files, and
     #: reports only the rows it inserted and the rows it deleted or replaced
     row_counts: tuple[int, int] | None = None
+    #: ``"merge"``: ``schema`` evolves the dataset's (added columns, widened types),
+    #: merged with the newest schema at commit time; ``None``: it must fit the newest
+    schema_mode: str | None = None
 
 
 _UNKNOWN: Any = object()
@@ -877,12 +886,21 @@ def _check_preconditions(
             )
     appending = change.remove is None and not change.index_full
     ours, theirs = change.schema, base.schema if base is not None else None
-    if (
-        appending
-        and ours is not None
-        and theirs is not None
-        and not ours.equals(theirs, check_metadata=False)
-    ):
+    if ours is None or theirs is None or ours.equals(theirs, check_metadata=False):
+        return
+    assert base is not None
+    if change.schema_mode == "merge":
+        try:
+            merge_schemas(theirs, ours, base.partition_keys, what="the data written")
+        except SchemaMismatchError as exc:
+            raise CommitConflictError(
+                f"the schema of dataset {dataset_uuid!r} changed (version {base.version}) while "
+                f"{change.operation!r} evolved it, and the two no longer merge: {exc}; nothing "
+                "was committed"
+            ) from exc
+        return
+    if appending and not fits(ours, theirs, base.partition_keys):
+        # files of an older schema fit an evolved one (they read added columns as null)
         raise CommitConflictError(
             f"the schema of dataset {dataset_uuid!r} changed (a concurrent overwrite?) while "
             "data was appended; nothing was committed, retry the append"
@@ -939,10 +957,22 @@ def _apply(
     full_overwrite = change.schema is not None and bool(removed) and len(removed) == len(base.files)
     schema = base.schema
     partition_keys = base.partition_keys
-    if change.schema is not None and (not base.files or full_overwrite):
+    if change.schema_mode == "merge" and change.schema is not None and base.schema is not None:
+        schema = merge_schemas(base.schema, change.schema, base.partition_keys)
+    elif (
+        change.schema is not None
+        and (not base.files or full_overwrite)
+        and not (
+            # an append of files of an older schema keeps the evolved one
+            change.remove is None
+            and base.schema is not None
+            and fits(change.schema, base.schema, base.partition_keys)
+        )
+    ):
         schema = change.schema
         if change.partition_keys is not None:
             partition_keys = tuple(change.partition_keys)
+    evolved = _files_may_differ(base, change, removed, schema)
     version = base.version + 1
     files: Mapping[str, FileEntry]
     if _lazy_after(base, change):
@@ -971,7 +1001,7 @@ def _apply(
         for entry in change.add:
             files[entry.label] = entry
         indices, index_pairs = _new_indices(
-            store, dataset_uuid, base, change, removed, files, now, written
+            store, dataset_uuid, base, change, removed, files, now, written, schema
         )
         index_tail = {}
     user_metadata = dict(base.user_metadata)
@@ -1009,7 +1039,27 @@ def _apply(
         settings=settings,
         index_tail=index_tail,
         index_pairs=index_pairs,
+        schema_evolved=evolved,
     )
+
+
+def _files_may_differ(
+    base: DatasetMetadata, change: Change, removed: set[str], schema: pa.Schema | None
+) -> bool:
+    """Whether files of the new state may hold fewer columns or narrower types than ``schema``.
+
+    True once the schema evolved under kept files, or files of an older schema
+    joined; false again once no file of before is left.  Engines that take
+    one file's schema for all (DuckDB's ``read_parquet``) then unify by name.
+    """
+    if schema is None:
+        return False
+    kept = len(removed) < len(base.files)
+    if kept and (
+        base.schema_evolved or (base.schema is not None and not base.schema.equals(schema))
+    ):
+        return True
+    return bool(change.add) and change.schema is not None and not change.schema.equals(schema)
 
 
 def _merged_settings(
@@ -1248,10 +1298,18 @@ def _lazy_indices(
         indices = {c: r for c, r in base.indices.items() if c not in dropped}
         tails = {c: t for c, t in base.index_tail.items() if c in indices}
         pairs = {c: n for c, n in base.index_pairs.items() if c in indices}
-    if not len(files):
-        return {}, {}, {}
     kept = len(base.files) - len(removed) if not full_overwrite else 0
     columns = (set(indices) | set(change.index_delta) | set(change.index_full)) - dropped
+    if not len(files):
+        # no file left: every index stays defined, as an empty index file
+        empty: dict[str, str | Mapping[Any, list[str]]] = {}
+        for column in sorted(columns):
+            if column not in indices and column not in change.index_full and kept:
+                continue
+            key = keys.index_key(dataset_uuid, column, now, uuidlib.uuid4().hex[:8])
+            empty[column] = key
+            pairs[column] = _put_index(store, key, column, schema, spec_index.Index(), written)
+        return empty, {}, {c: pairs[c] for c in empty}
     for column in sorted(columns):
         if column in change.index_full:
             if change.read_version is not None and change.read_version != base.version:
@@ -1272,9 +1330,9 @@ def _lazy_indices(
                 "the new data must be indexed on it too"
             )
         delta = spec_index.as_index(change.index_delta.get(column, {}))
-        if not delta:
+        if not delta and column in indices:
             continue
-        if column not in indices:
+        if column not in indices:  # new to the dataset: written even if empty (all null)
             key = keys.index_key(dataset_uuid, column, now, uuidlib.uuid4().hex[:8])
             indices[column] = key
             pairs[column] = _put_index(store, key, column, schema, delta, written)
@@ -1309,8 +1367,13 @@ def _new_indices(
     files: Mapping[str, FileEntry],
     now: datetime,
     written: list[str],
+    schema: pa.Schema | None,
 ) -> tuple[dict[str, str | Mapping[Any, list[str]]], dict[str, int]]:
-    """Write the index files this commit needs: the new ``indices``, and their pair counts."""
+    """Write the index files this commit needs: the new ``indices``, and their pair counts.
+
+    An index stays defined while the dataset has no file, or no indexed value
+    (all null): its index file is then empty, and later appends add to it.
+    """
     dropped = set(change.drop_indices)
     out: dict[str, str | Mapping[Any, list[str]]] = {
         column: ref for column, ref in base.indices.items() if column not in dropped
@@ -1322,9 +1385,6 @@ def _new_indices(
         out = {}
     kept = set(base.files) - removed  # files of the base that stay
     pairs = {c: n for c, n in base.index_pairs.items() if c in out and not base.index_tail.get(c)}
-    if not files:
-        return {}, {}
-    schema = change.schema if change.schema is not None else base.schema
     for column in sorted(columns):
         if column in change.index_full:
             if change.read_version is not None and change.read_version != base.version:
@@ -1338,8 +1398,8 @@ def _new_indices(
                 # the new files alone would hide the other files' rows from filters
                 continue
             delta = spec_index.as_index(change.index_delta.get(column, {}))
-            if not removed and not delta and not base.index_tail.get(column):
-                continue
+            if column in out and not removed and not delta and not base.index_tail.get(column):
+                continue  # unchanged (an index new to the dataset is written even if empty)
             if column in base.indices and (not removed or removed != set(base.files)):
                 current = read_index(store, base, column)
             else:

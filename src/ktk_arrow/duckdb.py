@@ -47,8 +47,13 @@ def to_duckdb(dataset_: KartothekDataset, connection: Any = None) -> Any:
     if not dataset_.tasks:
         return con.from_arrow(schema.empty_table())
     paths = planned_paths(dataset_)
+    # files of an evolved schema (schema_mode="merge") may lack columns or hold
+    # narrower types: DuckDB takes the first file's schema unless told to unify by
+    # name, which reads every footer up front, so only then
+    evolved = dataset_.metadata.schema_evolved
     files = con.sql(
-        f"SELECT * FROM read_parquet($files, filename='{_FILE_COLUMN}', hive_partitioning=false)",
+        f"SELECT * FROM read_parquet($files, filename='{_FILE_COLUMN}', hive_partitioning=false"
+        f"{', union_by_name=true' if evolved else ''})",
         params={"files": paths},
     )
     partition_keys = [k for k in dataset_.metadata.partition_keys if k in schema.names]
@@ -63,11 +68,35 @@ def to_duckdb(dataset_: KartothekDataset, connection: Any = None) -> Any:
             }
         )
         files = files.join(con.from_arrow(mapping), _FILE_COLUMN)
-    relation = files.project(*[duckdb.ColumnExpression(n) for n in schema.names])
+    columns = (
+        _columns(duckdb, files, schema)
+        if evolved
+        else [duckdb.ColumnExpression(n) for n in schema.names]
+    )
+    relation = files.project(*columns)
     pred, _exact = native_predicate(dataset_)
     if pred is not None:
         relation = relation.filter(duckdb_expression(pred, schema))
     return relation
+
+
+def _columns(duckdb: Any, files: Any, schema: pa.Schema) -> list[Any]:
+    """The dataset's columns over files of an evolved schema, typed as the dataset's.
+
+    A column none of the planned files holds is a typed null; one the files
+    hold narrower (older files) is cast to the dataset's type.
+    """
+    have = dict(zip(files.columns, files.types))
+    out = []
+    for f in schema:
+        want = _duckdb_type(duckdb, f.type)
+        if f.name not in have:
+            out.append(duckdb.ConstantExpression(None).cast(want).alias(f.name))
+        elif have[f.name] != want:
+            out.append(duckdb.ColumnExpression(f.name).cast(want).alias(f.name))
+        else:
+            out.append(duckdb.ColumnExpression(f.name))
+    return out
 
 
 def fallback_reason(dataset_: KartothekDataset) -> str | None:

@@ -48,12 +48,14 @@ from .spec import index as spec_index
 from .spec import keys
 from .spec.metadata import DatasetMetadata, FileEntry, file_stats
 from .spec.schema import (
+    SCHEMA_MODES,
     TimestampUnit,
     check_column_names,
     check_timestamps,
     conform,
     data_schema,
     is_scalar_type,
+    merge_schemas,
     normalize_schema,
     timestamp_unit_of,
 )
@@ -160,6 +162,7 @@ def write_dataset(
     allow_empty: bool = False,
     table: str | None = None,
     auto_compact: bool | Mapping[str, int] | AutoCompact | None = None,
+    schema_mode: str | None = None,
 ) -> Snapshot:
     """Write ``data`` as a kartothek dataset and commit it as one snapshot.
 
@@ -189,6 +192,15 @@ def write_dataset(
     That compaction is best effort: a concurrent commit it conflicts with makes
     it skip (the next write tries again), any other failure is a warning; the
     write is committed either way, and the returned snapshot is the write's.
+
+    ``schema_mode="merge"`` (deltalake's name; ``mode="append"``, or
+    ``"overwrite"`` with ``delete_scope``) evolves the schema: columns the
+    dataset lacks are added as nullable (older files read them as null),
+    integer and float columns widen (int32 -> int64, float32 -> float64), and
+    columns the data lacks are written as null.  Any other change is a
+    ``SchemaMismatchError`` naming the columns.  Concurrent evolving appends
+    rebase while their schemas still merge.  An index on an added column is
+    built afterwards with ``build_index``.
     """
     prepared = prepare_write(
         resolve_store(store, storage_options),
@@ -203,6 +215,7 @@ def write_dataset(
         timestamp_unit=timestamp_unit,
         table=table,
         auto_compact=auto_compact,
+        schema_mode=schema_mode,
     )
     writer = prepared.writer_spec().open()
     try:
@@ -241,6 +254,7 @@ def prepare_write(
     timestamp_unit: TimestampUnit = "us",
     table: str | None = None,
     auto_compact: bool | Mapping[str, int] | AutoCompact | None = None,
+    schema_mode: str | None = None,
 ) -> PreparedWrite:
     """Validate a write against the dataset's latest state, before any file is written.
 
@@ -259,6 +273,7 @@ def prepare_write(
             f"delete_scope needs mode='overwrite', got mode={mode!r}; pass mode='overwrite' "
             "to replace the matched partitions"
         )
+    _check_schema_mode(schema_mode, mode, delete_scope)
     for name, value in (
         ("max_rows_per_file", max_rows_per_file),
         ("row_group_size", row_group_size),
@@ -275,6 +290,8 @@ def prepare_write(
     plan = _plan_write(
         base, partition_on, secondary_indices, mode, delete_scope, schema, timestamp_unit, table
     )
+    if schema_mode is not None:
+        plan = dataclasses.replace(plan, schema_mode=schema_mode)
     return PreparedWrite(
         store=store,
         dataset_uuid=dataset_uuid,
@@ -287,6 +304,28 @@ def prepare_write(
         max_rows_per_file=max_rows_per_file or DEFAULT_MAX_ROWS_PER_FILE,
         settings=settings,
     )
+
+
+def _check_schema_mode(
+    schema_mode: str | None, mode: str, delete_scope: Sequence[Mapping[str, Any]] | None
+) -> None:
+    if schema_mode is None:
+        return
+    if schema_mode not in SCHEMA_MODES:
+        raise InvalidArgumentError(
+            f"schema_mode must be None or 'merge', got {schema_mode!r}; schema_mode='merge' "
+            "adds new columns and widens integer/float columns"
+        )
+    if mode == "create" or (mode == "overwrite" and delete_scope is None):
+        raise InvalidArgumentError(
+            f"schema_mode={schema_mode!r} needs mode='append' (or mode='overwrite' with "
+            f"delete_scope), got mode={mode!r}: "
+            + (
+                "a new dataset takes the data's schema as it is"
+                if mode == "create"
+                else "an overwrite without delete_scope replaces the schema already"
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -490,6 +529,8 @@ class WritePlan:
     scope: list[dict[str, Any]] | None = None
     #: the table directory ``<uuid>/<table>/`` the data files go to
     table: str = keys.TABLE
+    #: ``"merge"``: the data may add columns and widen types (``Change.schema_mode``)
+    schema_mode: str | None = None
 
 
 def _as_list(value: Sequence[str] | str | None, name: str) -> list[str] | None:
@@ -741,10 +782,13 @@ class FileWriter:
                         f"cannot partition on column {key!r} of type {t}; use a string, integer, "
                         "boolean, date or timestamp column"
                     )
+        merging = self.plan.schema_mode == "merge"
+        if merging:
+            self._merge_schema(table)
         if table.num_rows == 0:
             return []
         check_timestamps(table, self.plan.unit)
-        table = conform(table, self.schema)
+        table = conform(table, self.schema, fill_missing=merging, merge_hint=True)
         data = table.select(
             [n for n in table.column_names if n not in self.plan.partition_keys]
         ).cast(data_schema(self.schema, self.plan.partition_keys))
@@ -754,6 +798,18 @@ class FileWriter:
             for values, rows in _split(table, self.plan.partition_keys)
             for piece in _pieces(rows, self.max_rows_per_file)
         ]
+
+    def _merge_schema(self, table: pa.Table) -> None:
+        """``schema_mode="merge"``: widen ``self.schema`` by this chunk's columns and types."""
+        assert self.schema is not None
+        missing = [k for k in self.plan.partition_keys if k not in table.column_names]
+        if missing:
+            raise SchemaMismatchError(
+                f"the data lacks the partition columns {missing}; schema_mode='merge' can "
+                "leave out data columns only: add these columns to the data"
+            )
+        incoming = normalize_schema(_strip_metadata(table.schema), self.plan.unit)
+        self.schema = merge_schemas(self.schema, incoming, self.plan.partition_keys)
 
     def _encode(self, job: _FileJob) -> _Written:
         """Worker thread: gather the file's rows, write it, and describe it."""
@@ -892,6 +948,7 @@ def _change(
                 create=base is None,
                 read_version=plan.base_version,
                 depends_on=matched,
+                schema_mode=plan.schema_mode,
             ),
             plan,
         )
@@ -905,6 +962,7 @@ def _change(
             user_metadata=metadata,
             create=base is None,
             exclusive=mode == "create",
+            schema_mode=plan.schema_mode,
         ),
         plan,
     )
@@ -1214,7 +1272,11 @@ def index_values(store: Store, entry: FileEntry, columns: Sequence[str]) -> dict
     """The distinct non-null values of ``columns`` in one data file."""
     fs = store.arrow_filesystem()
     try:
-        table = pq.read_table(store.path(entry.key), columns=list(columns), filesystem=fs)
+        with fs.open_input_file(store.path(entry.key)) as source:
+            parquet = pq.ParquetFile(source)
+            # a file written before a column was added (schema_mode="merge") holds none of it
+            stored = [c for c in columns if c in parquet.schema_arrow.names]
+            table = parquet.read(columns=stored)
     except FileNotFoundError as exc:
         raise StoreError(
             f"data file {entry.key!r} is missing from {store.url!r} (deleted behind the "
@@ -1229,7 +1291,7 @@ def index_values(store: Store, entry: FileEntry, columns: Sequence[str]) -> dict
         raise StoreError(
             f"reading data file {entry.key!r} from {store.url!r} failed ({exc}); retry"
         ) from exc
-    return {c: spec_index.values_in(table.column(c)) for c in columns}
+    return {c: spec_index.values_in(table.column(c)) if c in stored else [] for c in columns}
 
 
 def commit_indices(

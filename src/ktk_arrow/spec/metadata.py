@@ -176,6 +176,9 @@ class DatasetMetadata:
     #: the version of the lazy view when this state was read past one (-1: the view is
     #: not lazy or unknown): writers refresh it when it lags too far
     view_version: int = field(default=-1, compare=False)
+    #: files may hold fewer columns or narrower types than ``schema`` (it evolved
+    #: under them, ``schema_mode="merge"``): readers unify the files' schemas by name
+    schema_evolved: bool = False
 
     @property
     def segments(self) -> tuple[manifest.Segment, ...]:
@@ -260,6 +263,8 @@ class DatasetMetadata:
             ext["table"] = self.table
         if self.settings:
             ext["settings"] = dict(self.settings)
+        if self.schema_evolved:
+            ext["schema_evolved"] = True
         if not view:
             if self.segments:
                 ext["segments"] = [segment.to_json() for segment in self.segments]
@@ -411,6 +416,7 @@ class DatasetMetadata:
             else CommitInfo(0, _creation_time(data), "external"),
             managed=bool(ext),
             settings=_settings(ext.get("settings"), source),
+            schema_evolved=ext.get("schema_evolved") is True,
         )
 
     @classmethod

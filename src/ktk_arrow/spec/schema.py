@@ -252,8 +252,120 @@ def _sub_micro(array: pa.Array) -> bool:
     return bool(remainder.is_valid and remainder.as_py() != 0)
 
 
-def conform(table: pa.Table, schema: pa.Schema, *, what: str = "data") -> pa.Table:
-    """Cast ``table`` to ``schema`` (same column set), or explain what differs."""
+#: the values of ``write_dataset(schema_mode=...)`` (deltalake's name); ``None``: no change
+SCHEMA_MODES = ("merge",)
+
+
+def merge_schemas(
+    current: pa.Schema,
+    incoming: pa.Schema,
+    partition_keys: Sequence[str] = (),
+    *,
+    what: str = "data",
+) -> pa.Schema:
+    """The dataset schema once data of schema ``incoming`` is merged in (``schema_mode="merge"``).
+
+    ``current``'s columns keep their place; columns only ``incoming`` has
+    follow, nullable (older files read them as null).  A numeric column
+    widens within its family (int8 -> ... -> int64, uint8 -> ... -> uint64,
+    float16 -> float32 -> float64, as kartothek normalises), and an all-null
+    column takes the type the new data gives it; other lossless differences
+    (``string``/``large_string``, dictionaries, timestamp units) keep
+    ``current``'s type, the data is cast to it.  Any other type change, or a
+    partition column changing type, is a ``SchemaMismatchError`` naming the
+    columns with both types: old files could not be read as the new type.
+    """
+    by_name = {f.name: f for f in current}
+    problems = []
+    fields = []
+    for f in current:
+        if f.name not in incoming.names:
+            fields.append(f)
+            continue
+        new_type = incoming.field(f.name).type
+        merged = _merged_type(f.type, new_type)
+        if merged is None or (f.name in partition_keys and merged != f.type):
+            kind = "partition column " if f.name in partition_keys else ""
+            problems.append(f"{kind}{f.name!r}: dataset has {f.type}, {what} has {new_type}")
+            continue
+        fields.append(f if merged == f.type else pa.field(f.name, merged, nullable=True))
+    if problems:
+        raise SchemaMismatchError(
+            f"{what} cannot be merged into the dataset schema: {'; '.join(problems)}. "
+            "schema_mode='merge' adds columns and widens integer/float columns only; cast "
+            f"these columns of the {what} to the dataset's types, or rewrite the dataset with "
+            "mode='overwrite'"
+        )
+    fields += [pa.field(f.name, f.type, nullable=True) for f in incoming if f.name not in by_name]
+    return pa.schema(fields, metadata=current.metadata)
+
+
+def fits(schema: pa.Schema, dataset_schema: pa.Schema, partition_keys: Sequence[str] = ()) -> bool:
+    """Whether files of ``schema`` read as ``dataset_schema`` as they are.
+
+    True when ``dataset_schema`` has every column of ``schema``, of the same
+    or a wider type (merging changes nothing): an append of files written
+    before a concurrent schema evolution stays readable, its files read the
+    added columns as null.
+    """
+    try:
+        merged = merge_schemas(dataset_schema, schema, partition_keys)
+    except SchemaMismatchError:
+        return False
+    return bool(merged.equals(dataset_schema, check_metadata=False))
+
+
+_WIDTHS = {
+    "int": [pa.int8(), pa.int16(), pa.int32(), pa.int64()],
+    "uint": [pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64()],
+    "float": [pa.float16(), pa.float32(), pa.float64()],
+}
+
+
+def _merged_type(old: pa.DataType, new: pa.DataType) -> pa.DataType | None:
+    """The column type holding values of both ``old`` and ``new``; ``None``: no such type."""
+    if old == new or pa.types.is_null(new):
+        return old
+    if pa.types.is_null(old):
+        return new
+    if pa.types.is_dictionary(old):
+        value = _merged_type(old.value_type, new.value_type if pa.types.is_dictionary(new) else new)
+        return None if value is None else pa.dictionary(old.index_type, value)
+    if pa.types.is_dictionary(new):
+        return _merged_type(old, new.value_type)
+    for family in _WIDTHS.values():
+        if old in family and new in family:
+            return max(old, new, key=family.index)
+    if (pa.types.is_list(old) or pa.types.is_large_list(old)) and (
+        pa.types.is_list(new) or pa.types.is_large_list(new)
+    ):
+        value = _merged_type(old.value_type, new.value_type)
+        return None if value is None else pa.list_(value)
+    return old if _castable(new, old) else None
+
+
+def conform(
+    table: pa.Table,
+    schema: pa.Schema,
+    *,
+    what: str = "data",
+    fill_missing: bool | None = None,
+    merge_hint: bool = False,
+) -> pa.Table:
+    """Cast ``table`` to ``schema`` (same column set), or explain what differs.
+
+    ``fill_missing`` adds the columns ``table`` lacks as nulls (data written
+    with ``schema_mode="merge"``).  Rows read back from the dataset's own files
+    (``what="stored rows"``) are filled by default: a file written before a
+    column was added lacks it, and reads it as null.  ``merge_hint`` names
+    ``schema_mode="merge"`` in the error as the fix for added columns.
+    """
+    if fill_missing is None:
+        fill_missing = what == "stored rows"
+    if fill_missing:
+        for f in schema:
+            if f.name not in table.column_names:
+                table = table.append_column(f.name, pa.nulls(table.num_rows, f.type))
     missing = [n for n in schema.names if n not in table.column_names]
     extra = [n for n in table.column_names if n not in schema.names]
     mismatched = []
@@ -270,9 +382,17 @@ def conform(table: pa.Table, schema: pa.Schema, *, what: str = "data") -> pa.Tab
             parts.append(f"unexpected columns {extra}")
         if mismatched:
             parts.append("different types: " + "; ".join(mismatched))
+        fix = (
+            f"Make the {what} match the dataset schema, or rewrite the dataset with "
+            "mode='overwrite'"
+        )
+        if merge_hint and (missing or extra):
+            fix += (
+                ", or pass schema_mode='merge' to evolve the schema (new columns are added as "
+                "nullable and read as null in older files; missing columns are written as null)"
+            )
         raise SchemaMismatchError(
-            f"{what} does not match the dataset schema: {', '.join(parts)}. Make the {what} "
-            "match the dataset schema, or rewrite the dataset with mode='overwrite'"
+            f"{what} does not match the dataset schema: {', '.join(parts)}. {fix}"
         )
     columns = []
     for f in schema:
