@@ -405,6 +405,14 @@ def test_native_engines(tmp_path: Path) -> None:
         assert sorted(planned.to_polars().collect()["i"].to_list()) == expected
         relation = planned.to_duckdb(duckdb.connect())
         assert sorted(r[0] for r in relation.select("i").fetchall()) == expected
+    table = ka.dataset(str(tmp_path), UUID).to_table()
+    f = pc.field("f")
+    for expr in (f != 1.0, pc.is_nan(f), pc.is_null(f, nan_is_null=True), ~f.isin([1.0])):
+        expected = _ids(table.filter(expr))
+        planned = ka.dataset(str(tmp_path), UUID, filter=expr)
+        assert sorted(planned.to_polars().collect()["i"].to_list()) == expected
+        relation = planned.to_duckdb(duckdb.connect())
+        assert sorted(r[0] for r in relation.select("i").fetchall()) == expected
     # DuckDB and Polars over the Arrow dataset: their filters reach our scanner
     ds = ka.dataset(str(tmp_path), UUID)
     con = duckdb.connect()
