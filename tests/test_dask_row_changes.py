@@ -16,6 +16,8 @@ from typing import Any
 import pandas as pd
 import pyarrow.compute as pc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 dask = pytest.importorskip("dask")
 dd = pytest.importorskip("dask.dataframe")
@@ -422,3 +424,32 @@ def test_two_upserts_of_one_new_key_conflict_instead_of_duplicating(store):
         second.compute(scheduler="sync")
     assert rows_of(store, filter=[[("key", "==", 77)]]).v.tolist() == [1]
     assert versions(store) == [0, 1] and listing(store) == before
+
+
+# -- random changes equal ka's ----------------------------------------------------------
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    upserted=st.lists(st.integers(0, 30), min_size=1, max_size=12, unique=True),
+    deleted=st.lists(st.integers(0, 30), min_size=1, max_size=6),
+    npartitions=st.integers(1, 4),
+)
+def test_random_upserts_and_deletes_equal_ka(tmp_path_factory, upserted, deleted, npartitions):
+    root = tmp_path_factory.mktemp("ds")
+    store, twin = resolve_store(str(root / "a")), resolve_store(str(root / "b"))
+    for s in (store, twin):
+        ka.write_dataset(frame(range(20)), s, UUID, partition_on=["p"], secondary_indices=["key"])
+    data = frame(upserted, v=-1)
+    upsert_graph(store, data, npartitions=npartitions).compute(scheduler="sync")
+    ka.upsert(data, twin, UUID, on="key")
+    flt = [[("key", "in", deleted)]]
+    snap = kdd.delete_rows(store, UUID, flt).compute(scheduler="sync")
+    want = ka.delete_rows(twin, UUID, flt)
+    assert (snap.version, snap.rows_removed) == (want.version, want.rows_removed)
+    pd.testing.assert_frame_equal(rows_of(store), rows_of(twin))
+    assert_index_exact(store)

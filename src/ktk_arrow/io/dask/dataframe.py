@@ -548,8 +548,8 @@ def _upsert_graph(
         pieces = list(ddf.to_delayed())
     write = dask.delayed(_upsert_part, pure=False)
     parts = [write(piece, i, task, key_columns, key_schema) for i, piece in enumerate(pieces)]
-    metadata = job.metadata
-    return RowChangeGraph(parts, job, functools.partial(_finish_upsert, job, key_columns, metadata))
+    finish = functools.partial(_finish_upsert, job, key_columns, job.metadata)
+    return RowChangeGraph(parts, job, finish)
 
 
 @dataclass
@@ -571,7 +571,7 @@ def _upsert_part(
     except Exception as exc:
         return _UpsertPart(error=_distributed._portable(exc))
     written = _distributed.write_part(data, task)
-    ok = written.error is None and keys
+    ok = written.error is None and bool(keys)
     return _UpsertPart(
         written.entries,
         written.index_delta,
@@ -588,7 +588,8 @@ def _finish_upsert(
     results: Sequence[_UpsertPart],
     run: Runner,
 ) -> Any:
-    """Phase 2 on this machine: check the keys, rewrite the files holding them, commit once."""
+    """Phase 2, on this machine (or in the graph's final task): check the keys, rewrite
+    the stored files holding them (``run`` computes those tasks), commit once."""
     prepared = job.prepared
     store = prepared.store
     base = prepared.base
