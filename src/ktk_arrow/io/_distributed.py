@@ -499,11 +499,7 @@ class DistributedWrite:
             schema = unify_schemas([r.schema for r in results])
             if schema is None and not results:
                 schema = self.prepared.plan.schema
-            delta: dict[str, Any] = {}
-            for r in results:
-                for column, index in r.index_delta.items():
-                    known = delta.get(column)
-                    delta[column] = index if known is None else spec_index.merge(known, index)
+            delta = spec_index.merge_columns(r.index_delta for r in results)
             if self.prepared.needs_empty_file(written, schema):
                 # plateau's one empty partition: written here, as no task wrote a file
                 writer = self.prepared.writer_spec(name_prefix=f"{self.write_id}-").open()

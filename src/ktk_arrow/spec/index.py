@@ -138,9 +138,24 @@ def add(index: Any, values: Any, label: str) -> None:
 
 
 def merge(base: Mapping[Any, Collection[str]], delta: Mapping[Any, Collection[str]]) -> Index:
-    chunks = [as_index(base).pairs, as_index(delta).pairs]
-    chunks = [c for c in chunks if c.num_rows]
+    return merge_all([base, delta])
+
+
+def merge_all(indices: Iterable[Mapping[Any, Collection[str]]]) -> Index:
+    """One index of many (e.g. one per task): concatenated once, not merged pair by pair."""
+    chunks = [pairs for i in indices if (pairs := as_index(i).pairs).num_rows]
     return Index(_concat(chunks)) if chunks else Index()
+
+
+def merge_columns(
+    deltas: Iterable[Mapping[str, Mapping[Any, Collection[str]]]],
+) -> dict[str, Index]:
+    """Per column, the indices of many ``{column: index}`` deltas (``merge_all`` of each)."""
+    by_column: dict[str, list[Mapping[Any, Collection[str]]]] = {}
+    for delta in deltas:
+        for column, index in delta.items():
+            by_column.setdefault(column, []).append(index)
+    return {column: merge_all(indices) for column, indices in by_column.items()}
 
 
 def remove_labels(index: Mapping[Any, Collection[str]], labels: Collection[str]) -> Index:

@@ -24,8 +24,6 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-import pyarrow as pa
-
 from ... import commit, rows
 from ..._optional import import_optional
 from ...commit import Snapshot
@@ -386,7 +384,7 @@ def commit_row_change(
             store,
             base,
             entries,
-            _merged_deltas(results),
+            spec_index.merge_columns(r.index_delta for r in results),
             prepared.plan.schema,
             touched,
             scan_filter,
@@ -403,21 +401,6 @@ def commit_row_change(
         commit.IN_FLIGHT.discard(store, written)
     prepared.compact_touched(entries, snapshot)
     return snapshot
-
-
-def _merged_deltas(results: Sequence[PartResult]) -> dict[str, spec_index.IndexMap]:
-    """The tasks' index entries, per column, concatenated once (not merged pair by pair)."""
-    chunks: dict[str, list[pa.Table]] = {}
-    for r in results:
-        for column, index in r.index_delta.items():
-            pairs = spec_index.as_index(index).pairs
-            chunks.setdefault(column, []).extend([pairs] if pairs.num_rows else [])
-    return {
-        column: spec_index.Index(pa.concat_tables(tables, promote_options="default"))
-        if tables
-        else spec_index.Index()
-        for column, tables in chunks.items()
-    }
 
 
 def _finish_task(results: list[Any], finish: Any) -> Any:
