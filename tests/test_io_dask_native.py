@@ -214,6 +214,22 @@ def test_large_files_and_groups_are_not_fused(store: str, monkeypatch: pytest.Mo
     assert kdd.read_dataset_as_ddf(UUID, store).y.optimize().npartitions == FILES
 
 
+def test_fusion_can_be_turned_off_for_dask_operations_that_expect_partitions(
+    store: str,
+) -> None:
+    ddf = kdd.read_dataset_as_ddf(UUID, store)
+    assert ddf.y.optimize().npartitions < FILES  # fused by default
+    with dask.config.set({"ktk_arrow.fused-read-bytes": 0}):
+        assert ddf.y.optimize().npartitions == FILES
+        # these expect the partitions of the unoptimized frame
+        values = ddf.n.to_dask_array(lengths=True)
+        assert values.chunks == ((ROWS_PER_FILE,) * FILES,)
+        assert int(values.sum().compute()) == sum(range(FILES * ROWS_PER_FILE))
+        n, y = dask.persist(ddf.n, ddf.y)
+        assert int(n.sum().compute()) == sum(range(FILES * ROWS_PER_FILE))
+        assert len(y) == FILES * ROWS_PER_FILE
+
+
 def test_fused_reads_under_predicates_keep_each_files_rows(store: str) -> None:
     predicates = [[("n", ">=", 40), ("y", "<", 0.5)], [("x", "==", "v3")]]
     ddf = kdd.read_dataset_as_ddf(UUID, store, predicates=predicates)

@@ -113,6 +113,17 @@ def read_dataset_as_ddf(
 FUSED_READ_BYTES = 128 * 2**20
 
 
+def fused_read_bytes() -> int:
+    """``FUSED_READ_BYTES``, or Dask's config ``ktk_arrow.fused-read-bytes`` (0: no fusion).
+
+    Fusion changes the partitions of the optimized graph, which some Dask
+    operations on projected columns do not expect (``to_dask_array(lengths=True)``,
+    ``dask.persist`` of several columns: they fail as on ``dd.read_parquet``);
+    ``dask.config.set({"ktk_arrow.fused-read-bytes": 0})`` turns it off.
+    """
+    return int(dask.config.get("ktk_arrow.fused-read-bytes", FUSED_READ_BYTES))
+
+
 def _collection(plan: _distributed.ReadPlan) -> Any:
     """The Dask DataFrame of ``plan``: ``dd.from_map`` with our statistics and fusion.
 
@@ -257,8 +268,10 @@ if _DASK_HOOKS:
             """
             parts = self._parts
             reader = self.func
+            target = fused_read_bytes()
             if (
-                self.columns_operand is None
+                not target
+                or self.columns_operand is None
                 or len(parts) < 2
                 or any(p.group for p in parts)
                 or any(p.group_filter is not None for p in parts)
@@ -268,7 +281,7 @@ if _DASK_HOOKS:
             if share >= 1:
                 return 1.0
             projected = share * sum(p.size for p in parts) / len(parts)
-            return min(max(projected / FUSED_READ_BYTES, 0.001), 1.0)
+            return min(max(projected / target, 0.001), 1.0)
 
         def _tune_up(self, parent: Any) -> Any:
             # BlockwiseIO._tune_up, with our fused read in place of FusedIO; not under
