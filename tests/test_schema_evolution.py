@@ -19,6 +19,7 @@ import pytest
 
 import ktk_arrow as ka
 from ktk_arrow import commit, write
+from ktk_arrow.check import check_dataset
 from ktk_arrow.io import eager
 from ktk_arrow.spec import keys
 from ktk_arrow.storage import resolve_store
@@ -68,6 +69,8 @@ def test_added_column_reads_null_in_older_files(root):
     # filters on the new column: the old files hold only nulls there
     assert by_id(ka.dataset(root, UUID, filter=[[("score", ">", 2.0)]]).to_table())["id"] == [11]
     assert ka.dataset(root, UUID).to_table(filter=pa.compute.field("score").is_null()).num_rows == 4
+    report = check_dataset(resolve_store(root), UUID, deep=True)
+    assert report.ok and report.problems == []
 
 
 def test_plateau_sees_the_new_column(root):
@@ -337,3 +340,27 @@ def test_threads_evolving_at_once_all_commit(root):
         assert rows[f"c{k}"] == [None] * (4 + k) + [k] + [None] * (3 - k)
     assert len(ka.history(root, UUID)) == 5
     assert commit.load(resolve_store(root), UUID).schema_evolved
+
+
+def test_an_all_null_column_takes_the_type_of_later_data(root):
+    ka.write_dataset(pa.table({"id": [1, 2], "x": pa.nulls(2)}), root, UUID)
+    assert ka.dataset(root, UUID).schema.field("x").type == pa.null()
+    ka.write_dataset(
+        pa.table({"id": [3], "x": [0.5]}), root, UUID, mode="append", schema_mode="merge"
+    )
+    ds = ka.dataset(root, UUID)
+    assert ds.schema.field("x").type == pa.float64()
+    assert by_id(ds.to_table())["x"] == [None, None, 0.5]
+
+
+def test_plateau_cannot_select_or_filter_a_column_older_files_lack(root):
+    """plateau reads each file with the columns it stores (docs/compatibility.md)."""
+    evolved(root)
+    store = functools.partial(minimalkv.get_store_from_url, f"hfs://{root}")
+    with pytest.raises(ValueError, match="Columns cannot be found in stored dataframe: score"):
+        pl.read_table(UUID, store=store, columns=["id", "score"])
+    with pytest.raises(KeyError):
+        pl.read_table(UUID, store=store, predicates=[[("score", "==", 1.5)]])
+    # ktk-arrow answers both
+    got = ka.dataset(root, UUID, filter=[[("score", "==", 1.5)]]).to_table(columns=["id", "score"])
+    assert got.to_pydict() == {"id": [10], "score": [1.5]}

@@ -415,6 +415,7 @@ def _reconcile_foreign_view(
             view,
             files=files,
             schema=latest.schema,
+            schema_evolved=latest.schema_evolved,
             commit=CommitInfo(
                 latest.version + 1,
                 _next_stamp(latest),
@@ -1306,10 +1307,13 @@ def _lazy_indices(
         for column in sorted(columns):
             if column not in indices and column not in change.index_full and kept:
                 continue
+            if column in indices and not removed and not tails.get(column):
+                empty[column] = indices[column]  # empty before, and nothing changed
+                continue
             key = keys.index_key(dataset_uuid, column, now, uuidlib.uuid4().hex[:8])
             empty[column] = key
             pairs[column] = _put_index(store, key, column, schema, spec_index.Index(), written)
-        return empty, {}, {c: pairs[c] for c in empty}
+        return empty, {}, {c: pairs[c] for c in empty if c in pairs}
     for column in sorted(columns):
         if column in change.index_full:
             if change.read_version is not None and change.read_version != base.version:
