@@ -210,12 +210,11 @@ class MotoServer:
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     workdir = tmp_path_factory.mktemp("moto")
-    binary = VENV_BIN / "moto_server"
-    if not binary.exists():
-        binary = Path(shutil.which("moto_server") or binary)
+    # moto_server with atomic conditional writes (moto alone races them under load)
+    launcher = Path(__file__).parent / "moto_atomic.py"
     proc = _start_emulator(
         "moto",
-        lambda port: [str(binary), "-H", LOOPBACK, "-p", str(port)],
+        lambda port: [sys.executable, str(launcher), "-H", LOOPBACK, "-p", str(port)],
         "/moto-api/",
         workdir,
         # the request recorder behind moto_request_counter writes here
