@@ -71,8 +71,8 @@ def delete_rows(
     prepared = prepare_write(resolved, dataset_uuid, mode="append")
     base = existing(prepared, dataset_uuid)
     planned = plan_delete(resolved, base, filter)
-    writer = prepared.writer_spec().open()
-    try:
+
+    def work(writer: FileWriter) -> Snapshot:
         if planned.matcher is None:
             # all_rows, or a filter on partition values only: the planner kept exactly
             # the files whose every row matches, and they go without being read
@@ -97,15 +97,9 @@ def delete_rows(
             planned.plan_filter,
             (0, removed_rows),
         )
-        snapshot = committer.commit(resolved, dataset_uuid, change, base=base)
-    except BaseException as exc:
-        if committer.may_discard(exc):
-            writer.abort()
-        raise
-    finally:
-        writer.release()
-    prepared.compact_touched(writer.entries, snapshot)
-    return snapshot
+        return committer.commit(resolved, dataset_uuid, change, base=base)
+
+    return prepared.committed(work)
 
 
 def upsert(
@@ -137,8 +131,8 @@ def upsert(
     check_unique_keys(table, key_columns)
     keys_table = table.select(key_columns)
     scan_filter, tasks = plan_upsert(resolved, base, keys_table)
-    writer = prepared.writer_spec().open()
-    try:
+
+    def work(writer: FileWriter) -> Snapshot:
         rewrite = _Rewrite(
             resolved,
             base,
@@ -160,15 +154,9 @@ def upsert(
             scan_filter,
             (table.num_rows, replaced),
         )
-        snapshot = committer.commit(resolved, dataset_uuid, change, base=base)
-    except BaseException as exc:
-        if committer.may_discard(exc):
-            writer.abort()
-        raise
-    finally:
-        writer.release()
-    prepared.compact_touched(writer.entries, snapshot)
-    return snapshot
+        return committer.commit(resolved, dataset_uuid, change, base=base)
+
+    return prepared.committed(work)
 
 
 def check_delete_args(dataset_uuid: str, filter: Any, all_rows: bool) -> None:

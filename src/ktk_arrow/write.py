@@ -22,7 +22,7 @@ import os
 import uuid as uuidlib
 import warnings
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -217,27 +217,20 @@ def write_dataset(
         auto_compact=auto_compact,
         schema_mode=schema_mode,
     )
-    writer = prepared.writer_spec().open()
-    try:
+
+    def work(writer: FileWriter) -> Snapshot:
         writer.write_all(iter_tables(data))
         if prepared.needs_empty_file(writer.entries, writer.schema):
             writer.write_empty()
-        snapshot = prepared.commit_files(
+        return prepared.commit_files(
             writer.entries,
             writer.index_delta,
             writer.schema,
             metadata=metadata,
             allow_empty=allow_empty,
         )
-    except BaseException as exc:
-        if committer.may_discard(exc):  # never the files of a commit that may be in
-            writer.abort()
-        raise
-    finally:
-        writer.release()
-    # after the cleanup above: nothing the compaction raises may delete the committed files
-    prepared.compact_touched(writer.entries, snapshot)
-    return snapshot
+
+    return prepared.committed(work)
 
 
 def prepare_write(
@@ -471,7 +464,27 @@ class PreparedWrite:
             return AutoCompact.of_setting(self.settings)
         return None if self.base is None else AutoCompact.of_setting(self.base.settings)
 
-    def compact_touched(self, entries: Sequence[FileEntry], snapshot: Snapshot) -> None:
+    def committed(self, work: Callable[[FileWriter], Snapshot]) -> Snapshot:
+        """``work(writer)``'s commit, with a new writer; its files go if the commit provably failed.
+
+        Auto-compaction runs after the cleanup: nothing it raises may delete the
+        committed files.
+        """
+        writer = self.writer_spec().open()
+        try:
+            snapshot = work(writer)
+        except BaseException as exc:
+            if committer.may_discard(exc):  # never the files of a commit that may be in
+                writer.abort()
+            raise
+        finally:
+            writer.release()
+        self.compact_touched(writer.entries, snapshot, stacklevel=4)  # warn at our caller's caller
+        return snapshot
+
+    def compact_touched(
+        self, entries: Sequence[FileEntry], snapshot: Snapshot, *, stacklevel: int = 3
+    ) -> None:
         """Auto-compaction: compact the partitions this write added files to, if asked to.
 
         Runs after the write's commit, as a commit of its own, on the partition
@@ -502,7 +515,7 @@ class PreparedWrite:
                 f"ka.compact(store, {self.dataset_uuid!r}), or turn auto-compaction off with "
                 "write_dataset(..., auto_compact=False)",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
 
 
